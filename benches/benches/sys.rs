@@ -1,0 +1,57 @@
+//! kmem-sys: the costs every allocator above it pays for OS plumbing.
+//!
+//! * `current cpu`: `kmem_sys::current_cpu` beside a thread-local read (the
+//!   per-thread alternative) and `std::thread::current().id()`.
+//! * `page map+unmap`: an `OsPages` page against the system allocator's
+//!   page-sized malloc+free.
+//! * `commit+decommit`: one page through a `Reservation`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use kmem_benches::id;
+use kmem_sys::{OsPages, PageSource, Reservation, current_cpu, page_size, thread_slot};
+
+fn cpu(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sys");
+    g.bench_function(id("current cpu", "kmem-sys"), |b| {
+        b.iter(|| black_box(current_cpu()))
+    });
+    g.bench_function(id("current cpu", "thread-local"), |b| {
+        b.iter(|| black_box(thread_slot()))
+    });
+    g.bench_function(id("current cpu", "std thread id"), |b| {
+        b.iter(|| black_box(std::thread::current().id()))
+    });
+
+    let p = page_size();
+    let os = OsPages::new();
+    g.bench_function(id("page alloc+free", "kmem-sys"), |b| {
+        b.iter(|| {
+            let ptr = os.alloc_pages(p, p).unwrap();
+            // SAFETY: the allocation made just above.
+            unsafe { os.free_pages(black_box(ptr), p, p) };
+        })
+    });
+    g.bench_function(id("page alloc+free", "system"), |b| {
+        b.iter(|| {
+            // SAFETY: plain malloc/free of one page.
+            unsafe {
+                let ptr = libc::malloc(p);
+                libc::free(black_box(ptr));
+            }
+        })
+    });
+
+    let r = Reservation::new(p).unwrap();
+    g.bench_function(id("commit+decommit", "kmem-sys"), |b| {
+        b.iter(|| {
+            r.commit(0, p).unwrap();
+            r.decommit(0, p).unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, cpu);
+criterion_main!(benches);

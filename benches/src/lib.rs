@@ -1,0 +1,44 @@
+//! Shared plumbing for the kmem-rs benchmarks.
+//!
+//! Timings are taken by criterion; `cargo xtask bench` reads criterion's
+//! output and these extra records into `docs/bench/results.csv`.
+//!
+//! Naming: a criterion group is a *suite*, a function id is a *benchmark* and a
+//! parameter is the *subject* (our crate, e.g. `kmem-sys`, or a peer, e.g.
+//! `system`). Use [`id`] so every bench follows it.
+//!
+//! Figures that are not times (waste, resident size, counts) go through
+//! [`record`], which appends a CSV row to the file named by the
+//! `KMEM_BENCH_EXTRA` environment variable that xtask sets.
+
+use std::io::Write;
+
+/// Whether `cargo xtask bench --quick` is running: benches shrink their
+/// largest inputs so the whole run stays within a few minutes.
+pub fn quick() -> bool {
+    std::env::var_os("KMEM_BENCH_QUICK").is_some_and(|v| v == "1")
+}
+
+/// The criterion id for `benchmark` measured on `subject`.
+pub fn id(benchmark: &str, subject: &str) -> criterion::BenchmarkId {
+    criterion::BenchmarkId::new(benchmark, subject)
+}
+
+/// Records one non-time figure, e.g. `record("slab", "waste 64", "kmem-slab",
+/// "waste", 3.1, "%")`. Without `KMEM_BENCH_EXTRA` (a plain `cargo bench`) the
+/// row is printed instead.
+pub fn record(suite: &str, benchmark: &str, subject: &str, metric: &str, value: f64, unit: &str) {
+    let row = format!("{suite},{benchmark},{subject},{metric},{value},{unit}\n");
+    match std::env::var_os("KMEM_BENCH_EXTRA") {
+        Some(path) => {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.to_string_lossy()));
+            f.write_all(row.as_bytes())
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.to_string_lossy()));
+        }
+        None => print!("record: {row}"),
+    }
+}

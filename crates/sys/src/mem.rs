@@ -1,0 +1,31 @@
+//! Process memory figures from `/proc`, for tests and benchmark reports.
+//!
+//! These read files and so allocate; never call them from inside an allocator.
+
+/// Resident set size of this process in bytes (`/proc/self/statm`), or `None`
+/// where `/proc` is not available.
+pub fn resident_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * crate::page_size())
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM` in
+/// `/proc/self/status`), or `None` where `/proc` is not available.
+pub fn peak_resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn figures_are_plausible() {
+        let rss = super::resident_bytes().expect("/proc is mounted on Linux");
+        let peak = super::peak_resident_bytes().expect("/proc is mounted on Linux");
+        assert!(rss > 0);
+        assert!(peak >= rss / 2, "peak {peak} far below current {rss}");
+    }
+}

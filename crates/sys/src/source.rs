@@ -1,0 +1,215 @@
+//! Where allocators get whole pages: the [`PageSource`] trait and the default
+//! OS-backed [`OsPages`].
+
+use core::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::error::SysError;
+use crate::page::{is_page_aligned, page_size};
+use crate::reserve::{map_aligned, unmap};
+
+/// A supplier of page-aligned, readable and writable memory in whole pages.
+///
+/// `kmem-slab` and `kmem-zone-compat` take their slabs from a `PageSource`;
+/// the `kmem` facade implements it over its page layer, and [`OsPages`] is the
+/// standalone default.
+///
+/// # Safety
+/// An implementation must hand out ranges that are valid for reads and writes
+/// of `size` bytes, aligned to `align`, and disjoint from every other range it
+/// has handed out and not yet taken back, until they are passed to
+/// [`free_pages`](PageSource::free_pages). Callers rely on this for memory
+/// safety.
+pub unsafe trait PageSource: Send + Sync {
+    /// Allocates `size` bytes (a non-zero multiple of the page size) aligned to
+    /// `align` (a power of two; at least page alignment is always given).
+    /// The contents are unspecified.
+    fn alloc_pages(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError>;
+
+    /// Like [`alloc_pages`](PageSource::alloc_pages) but the memory reads as
+    /// zero. The default zeroes with a memset; sources that hand out fresh
+    /// pages override it to skip that.
+    fn alloc_pages_zeroed(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
+        let p = self.alloc_pages(size, align)?;
+        // SAFETY: alloc_pages returned `size` writable bytes at `p`.
+        unsafe { p.as_ptr().write_bytes(0, size) };
+        Ok(p)
+    }
+
+    /// Returns a range to the source.
+    ///
+    /// # Safety
+    /// `ptr`, `size` and `align` must be exactly those of one earlier
+    /// allocation from this source that has not been freed, and nothing may
+    /// use the memory afterwards.
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, align: usize);
+}
+
+// SAFETY: forwards to a source that upholds the contract.
+unsafe impl<S: PageSource + ?Sized> PageSource for &S {
+    fn alloc_pages(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
+        (**self).alloc_pages(size, align)
+    }
+    fn alloc_pages_zeroed(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
+        (**self).alloc_pages_zeroed(size, align)
+    }
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, align: usize) {
+        // SAFETY: the caller's guarantees are passed on unchanged.
+        unsafe { (**self).free_pages(ptr, size, align) }
+    }
+}
+
+// SAFETY: forwards to a source that upholds the contract.
+unsafe impl<S: PageSource + ?Sized> PageSource for Arc<S> {
+    fn alloc_pages(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
+        (**self).alloc_pages(size, align)
+    }
+    fn alloc_pages_zeroed(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
+        (**self).alloc_pages_zeroed(size, align)
+    }
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, align: usize) {
+        // SAFETY: the caller's guarantees are passed on unchanged.
+        unsafe { (**self).free_pages(ptr, size, align) }
+    }
+}
+
+/// Pages straight from the OS: one anonymous `mmap` per allocation (over-mapped
+/// and trimmed when more than page alignment is asked), `munmap` on free.
+/// Fresh pages are zero, so [`alloc_pages_zeroed`](PageSource::alloc_pages_zeroed)
+/// costs nothing extra.
+///
+/// It counts what it has handed out, which tests use to prove that everything
+/// came back.
+///
+/// ```
+/// use kmem_sys::{page_size, OsPages, PageSource};
+///
+/// let os = OsPages::new();
+/// let p = os.alloc_pages(4 * page_size(), 16 * page_size())?;
+/// assert_eq!(p.as_ptr() as usize % (16 * page_size()), 0);
+/// assert_eq!(os.bytes_in_use(), 4 * page_size());
+/// // SAFETY: exactly the allocation made above, no longer used.
+/// unsafe { os.free_pages(p, 4 * page_size(), 16 * page_size()) };
+/// assert_eq!(os.bytes_in_use(), 0);
+/// # Ok::<(), kmem_sys::SysError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct OsPages {
+    in_use: AtomicUsize,
+    allocs: AtomicUsize,
+    frees: AtomicUsize,
+}
+
+impl OsPages {
+    /// A source with its counters at zero.
+    pub const fn new() -> Self {
+        OsPages {
+            in_use: AtomicUsize::new(0),
+            allocs: AtomicUsize::new(0),
+            frees: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes handed out and not yet freed.
+    pub fn bytes_in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Number of successful allocations so far.
+    pub fn allocs(&self) -> usize {
+        self.allocs.load(Ordering::Relaxed)
+    }
+
+    /// Number of frees so far.
+    pub fn frees(&self) -> usize {
+        self.frees.load(Ordering::Relaxed)
+    }
+}
+
+// SAFETY: every range is a fresh private mapping of `size` bytes at an
+// `align`-aligned address, so ranges are disjoint and valid until unmapped.
+unsafe impl PageSource for OsPages {
+    fn alloc_pages(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
+        if size == 0 || !is_page_aligned(size) {
+            return Err(SysError::InvalidSize {
+                op: "alloc_pages",
+                size,
+            });
+        }
+        if !align.is_power_of_two() {
+            return Err(SysError::InvalidAlign {
+                op: "alloc_pages",
+                align,
+            });
+        }
+        let p = map_aligned(
+            size,
+            align.max(page_size()),
+            libc::PROT_READ | libc::PROT_WRITE,
+            "alloc_pages",
+        )?;
+        self.in_use.fetch_add(size, Ordering::Relaxed);
+        self.allocs.fetch_add(1, Ordering::Relaxed);
+        Ok(p)
+    }
+
+    fn alloc_pages_zeroed(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
+        // Anonymous mappings are zero-filled by the kernel.
+        self.alloc_pages(size, align)
+    }
+
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, _align: usize) {
+        // SAFETY: the caller passes back exactly one live allocation of ours.
+        let r = unsafe { unmap(ptr.as_ptr() as usize, size, "free_pages") };
+        if let Err(e) = r {
+            // munmap of a range we mapped can only fail if the contract was
+            // broken; carrying on would leak or corrupt silently.
+            panic!("OsPages::free_pages: {e}");
+        }
+        self.in_use.fetch_sub(size, Ordering::Relaxed);
+        self.frees.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_sizes_and_alignments() {
+        let os = OsPages::new();
+        let p = page_size();
+        assert!(matches!(
+            os.alloc_pages(0, p),
+            Err(SysError::InvalidSize { .. })
+        ));
+        assert!(matches!(
+            os.alloc_pages(p + 1, p),
+            Err(SysError::InvalidSize { .. })
+        ));
+        assert!(matches!(
+            os.alloc_pages(p, 3 * p),
+            Err(SysError::InvalidAlign { .. })
+        ));
+        assert_eq!(os.allocs(), 0);
+    }
+
+    #[test]
+    fn large_alignment_is_honoured_and_memory_is_zero() {
+        let os = OsPages::new();
+        let p = page_size();
+        for align in [p, 2 * p, 64 * p, 512 * p] {
+            let ptr = os.alloc_pages_zeroed(3 * p, align).unwrap();
+            assert_eq!(ptr.as_ptr() as usize % align, 0);
+            // SAFETY: three fresh pages.
+            let bytes = unsafe { core::slice::from_raw_parts_mut(ptr.as_ptr(), 3 * p) };
+            assert!(bytes.iter().all(|&b| b == 0));
+            bytes.fill(0xa5);
+            // SAFETY: the allocation made above.
+            unsafe { os.free_pages(ptr, 3 * p, align) };
+        }
+        assert_eq!(os.bytes_in_use(), 0);
+        assert_eq!(os.allocs(), os.frees());
+    }
+}

@@ -1,0 +1,236 @@
+//! Writing the report: `results.csv`, a markdown page of tables with ratios
+//! against the best peer, and the summary printed at the end of a run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use crate::collect::{CSV_HEADER, Row};
+
+/// What the figures were measured on.
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub toolchain: String,
+}
+
+impl Machine {
+    pub fn detect() -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let toolchain = Command::new("rustc")
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "unknown rustc".into());
+        Machine {
+            cpu,
+            cores,
+            toolchain,
+        }
+    }
+}
+
+/// Our crates' subjects start with `kmem`; everything else is a peer.
+pub fn is_ours(subject: &str) -> bool {
+    subject.starts_with("kmem")
+}
+
+/// Time, bytes and percentages are better low; rates (`…/s`) better high.
+fn higher_is_better(row: &Row) -> bool {
+    row.unit.ends_with("/s")
+}
+
+/// Each row's value divided by the best peer's value for the same suite,
+/// benchmark and metric; `None` where no peer measured it.
+pub fn ratios(rows: &[Row]) -> Vec<Option<f64>> {
+    let mut best: BTreeMap<(&str, &str, &str), f64> = BTreeMap::new();
+    for r in rows.iter().filter(|r| !is_ours(&r.subject)) {
+        let k = (r.suite.as_str(), r.benchmark.as_str(), r.metric.as_str());
+        let better = |old: f64| {
+            if higher_is_better(r) {
+                r.value > old
+            } else {
+                r.value < old
+            }
+        };
+        match best.get(&k) {
+            Some(&old) if !better(old) => {}
+            _ => {
+                best.insert(k, r.value);
+            }
+        }
+    }
+    rows.iter()
+        .map(|r| {
+            let b = *best.get(&(r.suite.as_str(), r.benchmark.as_str(), r.metric.as_str()))?;
+            (b != 0.0).then(|| r.value / b)
+        })
+        .collect()
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.abs() >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "—".into(), |r| format!("{r:.2}x"))
+}
+
+pub fn write(out: &Path, rows: &[Row], machine: &Machine, quick: bool) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let mut csv = String::from(CSV_HEADER);
+    csv.push('\n');
+    for r in rows {
+        csv.push_str(&r.to_csv());
+        csv.push('\n');
+    }
+    let csv_path = out.join("results.csv");
+    std::fs::write(&csv_path, csv)
+        .map_err(|e| format!("cannot write {}: {e}", csv_path.display()))?;
+
+    let md_path = out.join("README.md");
+    std::fs::write(&md_path, markdown(rows, machine, quick))
+        .map_err(|e| format!("cannot write {}: {e}", md_path.display()))
+}
+
+fn markdown(rows: &[Row], machine: &Machine, quick: bool) -> String {
+    let ratios = ratios(rows);
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmark results\n");
+    let _ = writeln!(
+        md,
+        "Written by `cargo xtask bench{}`; every figure in one run. Raw rows: [results.csv](results.csv).\n",
+        if quick { " --quick" } else { "" }
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {}, {} cores, {}.\n",
+        machine.cpu, machine.cores, machine.toolchain
+    );
+    let _ = writeln!(
+        md,
+        "*vs best peer* is the figure divided by the best peer's figure for the same benchmark and metric \
+         (peers are every subject not named `kmem…`). Times, bytes and percentages: lower is better, so \
+         below 1.00x beats every peer. Rates (`…/s`): higher is better.\n"
+    );
+    let mut suites: Vec<&str> = rows.iter().map(|r| r.suite.as_str()).collect();
+    suites.dedup();
+    for suite in suites {
+        let _ = writeln!(md, "## {suite}\n");
+        let _ = writeln!(
+            md,
+            "| benchmark | metric | subject | value | unit | vs best peer |"
+        );
+        let _ = writeln!(md, "|---|---|---|---:|---|---:|");
+        for (r, ratio) in rows.iter().zip(&ratios).filter(|(r, _)| r.suite == suite) {
+            let subject = if is_ours(&r.subject) {
+                format!("**{}**", r.subject)
+            } else {
+                r.subject.clone()
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.benchmark,
+                r.metric,
+                subject,
+                fmt_value(r.value),
+                r.unit,
+                fmt_ratio(*ratio)
+            );
+        }
+        md.push('\n');
+    }
+    md
+}
+
+/// Our figures with their ratios, as an aligned text table.
+pub fn summary(rows: &[Row]) -> String {
+    let ratios = ratios(rows);
+    let ours: Vec<(&Row, Option<f64>)> = rows
+        .iter()
+        .zip(ratios)
+        .filter(|(r, _)| is_ours(&r.subject))
+        .collect();
+    let bench_w = ours
+        .iter()
+        .map(|(r, _)| r.suite.len() + r.benchmark.len() + 3)
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    let mut s = format!(
+        "{:<bench_w$}  {:<16}  {:>12}  {:<6}  {:>12}\n",
+        "benchmark", "subject", "value", "unit", "vs best peer"
+    );
+    for (r, ratio) in ours {
+        let name = format!("{} / {}", r.suite, r.benchmark);
+        let _ = writeln!(
+            s,
+            "{:<bench_w$}  {:<16}  {:>12}  {:<6}  {:>12}",
+            name,
+            r.subject,
+            fmt_value(r.value),
+            r.unit,
+            fmt_ratio(ratio)
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(bench: &str, subject: &str, value: f64, unit: &str) -> Row {
+        Row {
+            suite: "s".into(),
+            benchmark: bench.into(),
+            subject: subject.into(),
+            metric: "m".into(),
+            value,
+            unit: unit.into(),
+        }
+    }
+
+    #[test]
+    fn ratios_use_the_best_peer_per_benchmark() {
+        let rows = vec![
+            row("a", "kmem-x", 5.0, "ns"),
+            row("a", "system", 20.0, "ns"),
+            row("a", "mimalloc", 10.0, "ns"),
+            row("b", "kmem-x", 4.0, "ops/s"),
+            row("b", "peer", 2.0, "ops/s"),
+            row("b", "peer2", 8.0, "ops/s"),
+            row("c", "kmem-x", 1.0, "ns"),
+        ];
+        let r = ratios(&rows);
+        assert_eq!(r[0], Some(0.5));
+        assert_eq!(r[1], Some(2.0));
+        assert_eq!(r[3], Some(0.5));
+        assert_eq!(r[6], None);
+        let text = summary(&rows);
+        assert!(text.contains("0.50x"), "{text}");
+        assert!(
+            !text.contains("mimalloc"),
+            "summary lists only our rows: {text}"
+        );
+    }
+}
