@@ -5,6 +5,8 @@
 //! * `page map+unmap`: an `OsPages` page against the system allocator's
 //!   page-sized malloc+free.
 //! * `commit+decommit`: one page through a `Reservation`.
+//! * `lock+unlock`: the non-allocating `kmem_sys::sync::Mutex` beside
+//!   parking_lot's and std's, uncontended.
 
 use std::hint::black_box;
 
@@ -49,6 +51,19 @@ fn cpu(c: &mut Criterion) {
             r.commit(0, p).unwrap();
             r.decommit(0, p).unwrap();
         })
+    });
+
+    let ours = kmem_sys::sync::Mutex::new(0u64);
+    let pl = parking_lot::Mutex::new(0u64);
+    let std_m = std::sync::Mutex::new(0u64);
+    g.bench_function(id("lock+unlock", "kmem-sys"), |b| {
+        b.iter(|| *black_box(&ours).lock() += 1)
+    });
+    g.bench_function(id("lock+unlock", "parking_lot"), |b| {
+        b.iter(|| *black_box(&pl).lock() += 1)
+    });
+    g.bench_function(id("lock+unlock", "std"), |b| {
+        b.iter(|| *black_box(&std_m).lock().unwrap() += 1)
     });
     g.finish();
 }

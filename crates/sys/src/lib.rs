@@ -28,10 +28,15 @@
 //! [`PageSource`]; [`OsPages`] is the default that maps them straight from the
 //! OS, and the `kmem` facade supplies one backed by its page layer.
 //!
+//! * **Locks that never allocate.** An allocator that may sit under
+//!   `#[global_allocator]` cannot use `parking_lot` (it allocates its parking
+//!   table through the global allocator); [`sync`] has a futex `Mutex` and
+//!   `Condvar` with the same API that keep their state in one word.
+//!
 //! # Locking
 //!
-//! None. Everything here is either immutable after first use (cached
-//! figures), a system call, or an atomic counter.
+//! None inside this crate. Everything here is either immutable after first
+//! use (cached figures), a system call, or an atomic counter.
 //!
 //! # Allocation
 //!
@@ -57,6 +62,7 @@ mod page;
 mod percpu;
 mod reserve;
 mod source;
+pub mod sync;
 
 pub use cpu::{cpu_count, current_cpu, thread_slot};
 pub use error::SysError;
