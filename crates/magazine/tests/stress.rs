@@ -16,8 +16,11 @@ const OPS: usize = 20_000;
 
 fn stress(mode: Mode) {
     let m = Arc::new(
-        Magazines::new(Counting::new(usize::MAX), Config::new("stress", 64).mode(mode).magazine_size(3))
-            .unwrap(),
+        Magazines::new(
+            Counting::new(usize::MAX),
+            Config::new("stress", 64).mode(mode).magazine_size(3),
+        )
+        .unwrap(),
     );
     let held = Arc::new(Mutex::new(HashSet::new()));
     let workers: Vec<_> = (0..THREADS)
@@ -50,11 +53,18 @@ fn stress(mode: Mode) {
             })
         })
         .collect();
-    let kept: Vec<usize> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let kept: Vec<usize> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
     m.check().unwrap();
     // Exited threads flushed their pairs: everything not held is reachable.
     let b = m.backend();
-    assert_eq!(b.outstanding(), kept.len() + m.stats().cached, "{mode:?}: items lost at thread exit");
+    assert_eq!(
+        b.outstanding(),
+        kept.len() + m.stats().cached,
+        "{mode:?}: items lost at thread exit"
+    );
     for i in kept {
         m.free(i);
     }
@@ -95,7 +105,8 @@ thread_local! {
 
 #[test]
 fn thread_teardown_allocations_are_not_lost() {
-    let m = Arc::new(Magazines::new(Counting::new(usize::MAX), Config::new("teardown", 64)).unwrap());
+    let m =
+        Arc::new(Magazines::new(Counting::new(usize::MAX), Config::new("teardown", 64)).unwrap());
     assert_eq!(m.mode(), Mode::PerThread);
     for _ in 0..8 {
         let m2 = m.clone();
