@@ -266,7 +266,9 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
     ) -> Result<NonNull<u8>, SlabError> {
         // SAFETY: `slab` is a live header of this keg, under the keg lock.
         let s = unsafe { slab.as_mut() };
-        let p = s.pop(&self.layout).map_err(|link| self.corrupt_link(s, link))?;
+        let p = s
+            .pop(&self.layout)
+            .map_err(|link| self.corrupt_link(s, link))?;
         // SAFETY: the slab is on list `bin`, which still holds the old count.
         unsafe { st.bins.remove(slab) };
         let was = s.bin as usize;
@@ -333,7 +335,11 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
     /// On-page kegs read the word at `addr`'s page header position: `addr`
     /// must lie in mapped memory.
     #[inline]
-    unsafe fn slab_for_free(&self, st: &mut State<A>, addr: usize) -> Result<NonNull<Slab>, SlabError> {
+    unsafe fn slab_for_free(
+        &self,
+        st: &mut State<A>,
+        addr: usize,
+    ) -> Result<NonNull<Slab>, SlabError> {
         let key = addr & !(self.layout.slab_align - 1);
         if self.layout.placement == Placement::OffPage {
             let outside = SlabError::OutsideSlabs {
@@ -506,13 +512,18 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
         let (hdr, bitmap) = match l.placement {
             // SAFETY: both offsets lie inside the slab's page.
             Placement::OnPage => unsafe {
-                (mem.add(l.header_offset).cast(), mem.add(l.bitmap_offset).cast())
+                (
+                    mem.add(l.header_offset).cast(),
+                    mem.add(l.bitmap_offset).cast(),
+                )
             },
             Placement::OffPage => match self.alloc.allocate(l.header_layout()) {
                 Ok(h) => {
                     let h = h.cast::<u8>();
                     // SAFETY: the bitmap follows the header inside the block.
-                    (h.cast(), unsafe { h.add(core::mem::size_of::<Slab>()).cast() })
+                    (h.cast(), unsafe {
+                        h.add(core::mem::size_of::<Slab>()).cast()
+                    })
                 }
                 Err(_) => {
                     // SAFETY: the pages just allocated, unused.

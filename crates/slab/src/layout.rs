@@ -291,7 +291,10 @@ mod tests {
         assert!(l.waste_fraction() < 0.125, "{l:?}");
         // A page-multiple buffer wastes nothing with one buffer per slab.
         let l = SlabLayout::compute(&req(16384, 16)).unwrap();
-        assert_eq!((l.slab_size, l.bufs_per_slab, l.waste_bytes()), (16384, 1, 0));
+        assert_eq!(
+            (l.slab_size, l.bufs_per_slab, l.waste_bytes()),
+            (16384, 1, 0)
+        );
     }
 
     #[test]
@@ -299,7 +302,10 @@ mod tests {
         let mut r = req(5000, 8);
         r.single = true;
         let l = SlabLayout::compute(&r).unwrap();
-        assert_eq!((l.bufs_per_slab, l.slab_size, l.slab_align), (1, 8192, 8192));
+        assert_eq!(
+            (l.bufs_per_slab, l.slab_size, l.slab_align),
+            (1, 8192, 8192)
+        );
         let mut r = req(64, 8);
         r.off_page = true;
         let l = SlabLayout::compute(&r).unwrap();
@@ -313,7 +319,10 @@ mod tests {
         r.link_outside = true;
         r.tag_size = 16;
         let l = SlabLayout::compute(&r).unwrap();
-        assert_eq!((l.link_offset, l.tag_offset, l.chunk_size), (24, Some(32), 48));
+        assert_eq!(
+            (l.link_offset, l.tag_offset, l.chunk_size),
+            (24, Some(32), 48)
+        );
     }
 
     #[test]

@@ -93,7 +93,10 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
                     return Err(corrupt(format!("slab header {slab:p}: bad magic or owner")));
                 }
                 if s.bin as usize != k {
-                    return Err(corrupt(format!("slab {:p} on list {k}, bin {}", s.mem, s.bin)));
+                    return Err(corrupt(format!(
+                        "slab {:p} on list {k}, bin {}",
+                        s.mem, s.bin
+                    )));
                 }
                 s.verify(&self.layout).map_err(corrupt)?;
                 if st.hash.find(s.mem.as_ptr() as usize) != Some(slab) {

@@ -42,7 +42,10 @@ fn round_trip(b: KegBuilder, placement: Placement) {
     let s = keg.stats();
     // With one buffer per slab the fourth slab is full, not partial.
     let partial = usize::from(per > 1);
-    assert_eq!((s.slabs, s.full_slabs, s.partial_slabs), (4, 4 - partial, partial));
+    assert_eq!(
+        (s.slabs, s.full_slabs, s.partial_slabs),
+        (4, 4 - partial, partial)
+    );
     assert_eq!(s.bufs_in_use, 3 * per + 1);
     assert_eq!(keg.source().bytes_in_use(), 4 * keg.layout().slab_size);
     free_all(&keg, &bufs);
@@ -63,7 +66,10 @@ fn on_page_layout_round_trip() {
 #[test]
 fn off_page_layout_round_trip() {
     round_trip(Keg::builder("large", 1500, 16), Placement::OffPage);
-    round_trip(Keg::builder("forced", 64, 64).off_page(), Placement::OffPage);
+    round_trip(
+        Keg::builder("forced", 64, 64).off_page(),
+        Placement::OffPage,
+    );
     round_trip(Keg::builder("hashed", 32, 8).hash(), Placement::OffPage);
 }
 
@@ -71,7 +77,10 @@ fn off_page_layout_round_trip() {
 fn single_buffer_layout_round_trip() {
     let b = Keg::builder("big", 3 * page_size() + 8, 64).single_buffer();
     round_trip(b, Placement::OffPage);
-    let keg = Keg::builder("big", 10_000, 8).single_buffer().build().unwrap();
+    let keg = Keg::builder("big", 10_000, 8)
+        .single_buffer()
+        .build()
+        .unwrap();
     assert_eq!(keg.layout().bufs_per_slab, 1);
 }
 
@@ -161,7 +170,10 @@ fn limits_refuse_then_wait() {
     assert!(matches!(e, SlabError::Full { keg: "limited", .. }), "{e}");
     assert!(e.to_string().contains("limited"));
     let mut out = [NonNull::dangling(); 4];
-    assert!(matches!(keg.alloc_batch(&mut out), Err(SlabError::Full { .. })));
+    assert!(matches!(
+        keg.alloc_batch(&mut out),
+        Err(SlabError::Full { .. })
+    ));
     let t = keg.alloc_wait(Some(Duration::from_millis(10)));
     assert!(matches!(t, Err(SlabError::Full { .. })));
     let s = keg.stats();
@@ -193,7 +205,7 @@ fn bad_frees_are_refused_with_the_keg_named() {
     let stack = [0u8; 64];
     let outside = NonNull::from(&stack).cast::<u8>();
     let heap = vec![0u8; 4 * page_size()];
-    // SAFETY (each call): every pointer points into mapped memory.
+    // SAFETY: every pointer points into mapped memory (each call).
     unsafe {
         let e = keg.free(p.add(8)).unwrap_err();
         assert!(matches!(e, SlabError::Misaligned { offset: 8, .. }), "{e}");
@@ -201,16 +213,27 @@ fn bad_frees_are_refused_with_the_keg_named() {
         assert!(matches!(e, SlabError::WrongKeg { .. }), "{e}");
         let e = keg.free(outside).unwrap_err();
         assert!(matches!(e, SlabError::OutsideSlabs { .. }), "{e}");
-        let e = keg.free(NonNull::new(heap.as_ptr().add(page_size()) as *mut u8).unwrap()).unwrap_err();
+        let e = keg
+            .free(NonNull::new(heap.as_ptr().add(page_size()) as *mut u8).unwrap())
+            .unwrap_err();
         assert!(matches!(e, SlabError::OutsideSlabs { .. }), "{e}");
         let e = off.free(p).unwrap_err();
-        assert!(matches!(e, SlabError::OutsideSlabs { keg: "offpage", .. }), "{e}");
+        assert!(
+            matches!(e, SlabError::OutsideSlabs { keg: "offpage", .. }),
+            "{e}"
+        );
         let e = off.free(r.add(16)).unwrap_err();
         assert!(matches!(e, SlabError::Misaligned { .. }), "{e}");
         keg.free(p).unwrap();
         let e = keg.free(p).unwrap_err();
-        assert!(matches!(e, SlabError::AlreadyFree { keg: "victim", .. }), "{e}");
-        assert!(e.to_string().contains(&format!("{:#x}", p.as_ptr() as usize)));
+        assert!(
+            matches!(e, SlabError::AlreadyFree { keg: "victim", .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains(&format!("{:#x}", p.as_ptr() as usize))
+        );
         // A free buffer never handed out is refused too.
         let e = off.free(r.add(off.layout().chunk_size)).unwrap_err();
         assert!(matches!(e, SlabError::AlreadyFree { .. }), "{e}");
@@ -250,16 +273,23 @@ fn init_and_fini_run_once_per_buffer_per_slab() {
     let q = keg.alloc().unwrap();
     // Free buffers keep their initialised contents.
     // SAFETY: a live buffer of 48 bytes.
-    assert!(unsafe { std::slice::from_raw_parts(q.as_ptr(), 48) }.iter().all(|&b| b == 0x5a));
+    let bytes = unsafe { std::slice::from_raw_parts(q.as_ptr(), 48) };
+    assert!(bytes.iter().all(|&b| b == 0x5a));
     // SAFETY: as above.
     unsafe { keg.free(q) }.unwrap();
     assert_eq!(inits.load(Ordering::Relaxed), per);
     assert_eq!(keg.reap(), 1);
     assert_eq!(finis.load(Ordering::Relaxed), per);
 
-    let refused = Keg::builder("refuse", 48, 8).init(|_| false).build().unwrap();
+    let refused = Keg::builder("refuse", 48, 8)
+        .init(|_| false)
+        .build()
+        .unwrap();
     let e = refused.alloc().unwrap_err();
-    assert!(matches!(e, SlabError::InitFailed { keg: "refuse", .. }), "{e}");
+    assert!(
+        matches!(e, SlabError::InitFailed { keg: "refuse", .. }),
+        "{e}"
+    );
     assert_eq!(refused.source().bytes_in_use(), 0);
 }
 
@@ -290,8 +320,14 @@ fn consolidator_queries() {
     keg.unpin_slab(a).unwrap();
     assert!(keg.unpin_slab(a).is_err());
     assert_eq!(keg.reap(), 1);
-    assert!(matches!(keg.allocated_buffers(a), Err(SlabError::UnknownSlab { .. })));
-    assert!(matches!(keg.alloc_avoiding(b), Err(SlabError::NoDestination { .. })));
+    assert!(matches!(
+        keg.allocated_buffers(a),
+        Err(SlabError::UnknownSlab { .. })
+    ));
+    assert!(matches!(
+        keg.alloc_avoiding(b),
+        Err(SlabError::NoDestination { .. })
+    ));
     free_all(&keg, &[d2]);
     free_all(&keg, &bufs[per..per + 3]);
     keg.check().unwrap();
@@ -299,7 +335,10 @@ fn consolidator_queries() {
 
 #[test]
 fn hash_grows_with_the_slab_count() {
-    let keg = Keg::builder("grow", 3000, 8).single_buffer().build().unwrap();
+    let keg = Keg::builder("grow", 3000, 8)
+        .single_buffer()
+        .build()
+        .unwrap();
     let start = keg.stats().hash_size;
     let bufs = fill(&keg, 4 * start);
     let s = keg.stats();
@@ -314,7 +353,10 @@ fn hash_grows_with_the_slab_count() {
 #[test]
 fn dropping_a_keg_returns_every_page() {
     let os = Arc::new(OsPages::new());
-    let keg = Keg::builder("drop", 72, 8).source(Arc::clone(&os)).build().unwrap();
+    let keg = Keg::builder("drop", 72, 8)
+        .source(Arc::clone(&os))
+        .build()
+        .unwrap();
     let _live = fill(&keg, 500);
     assert!(os.bytes_in_use() > 0);
     drop(keg);
@@ -335,4 +377,37 @@ fn debug_tag_room_is_reserved() {
     // SAFETY: buffers of this keg.
     unsafe { keg.free_batch(&[p, q]) }.unwrap();
     keg.check().unwrap();
+}
+
+#[test]
+fn threads_share_a_keg() {
+    let keg = Keg::builder("shared", 80, 16).limit(4000).build().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let keg = &keg;
+            s.spawn(move || {
+                let mut mine = Vec::new();
+                for round in 0..300usize {
+                    let p = keg.alloc().unwrap();
+                    // SAFETY: a fresh 80-byte buffer owned by this thread.
+                    unsafe { p.as_ptr().write_bytes(t, 80) };
+                    mine.push(p);
+                    if round % 3 == 2 {
+                        let q = mine.swap_remove(round % mine.len());
+                        // SAFETY: still ours; nobody else wrote it.
+                        let bytes = unsafe { std::slice::from_raw_parts(q.as_ptr(), 80) };
+                        assert!(bytes.iter().all(|&b| b == t));
+                        // SAFETY: a buffer of this keg, freed once.
+                        unsafe { keg.free(q) }.unwrap();
+                    }
+                }
+                // SAFETY: the thread's remaining buffers.
+                unsafe { keg.free_batch(&mine) }.unwrap();
+            });
+        }
+    });
+    keg.check().unwrap();
+    assert_eq!(keg.stats().bufs_in_use, 0);
+    keg.reap();
+    assert_eq!(keg.source().bytes_in_use(), 0);
 }

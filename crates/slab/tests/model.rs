@@ -60,7 +60,10 @@ impl Model {
         let (e, stamp) = self.live.remove(&a).expect("live");
         // SAFETY: a live buffer of e - a bytes.
         let bytes = unsafe { std::slice::from_raw_parts(a as *const u8, e - a) };
-        assert!(bytes.iter().all(|&b| b == stamp), "buffer {a:#x} was overwritten");
+        assert!(
+            bytes.iter().all(|&b| b == stamp),
+            "buffer {a:#x} was overwritten"
+        );
         NonNull::new(a as *mut u8).unwrap()
     }
 
@@ -153,7 +156,11 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
     }
     m.keg.reap();
     m.keg.check().unwrap();
-    assert_eq!(os.bytes_in_use(), 0, "pages left after freeing all and reaping");
+    assert_eq!(
+        os.bytes_in_use(),
+        0,
+        "pages left after freeing all and reaping"
+    );
     Ok(())
 }
 
