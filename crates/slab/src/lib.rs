@@ -128,6 +128,7 @@
 
 mod bins;
 mod builder;
+mod create;
 mod error;
 mod hash;
 mod keg;
