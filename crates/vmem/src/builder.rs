@@ -7,9 +7,10 @@ use allocator_api2::boxed::Box;
 
 use crate::arena::Arena;
 use crate::error::{ArenaName, VmemError};
+use crate::inner::{Core, ReclaimFn};
 use crate::source::{NoSource, Source};
 use crate::tag::Kind;
-use crate::vmem::{ReclaimFn, Vmem};
+use crate::vmem::Vmem;
 
 /// Most quanta a quantum cache serves (the seed's `VMEM_QCACHE_IDX_MAX`).
 pub const QCACHE_MAX_QUANTA: usize = 16;
@@ -188,14 +189,7 @@ where
             }
             None => None,
         };
-        Vmem::assemble(
-            arena,
-            self.qcache_max / q,
-            self.source,
-            import_quantum,
-            self.limit,
-            reclaim,
-            self.alloc,
-        )
+        let core = Core::new(arena, self.source, import_quantum, self.limit, reclaim);
+        Vmem::new_in(core, self.qcache_max / q, self.alloc)
     }
 }

@@ -135,6 +135,8 @@ mod error;
 mod fit;
 mod freelist;
 mod hash;
+mod inner;
+mod qcache;
 mod source;
 mod stats;
 mod tag;

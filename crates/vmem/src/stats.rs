@@ -78,7 +78,9 @@ pub struct VmemStats {
     pub timeouts: u64,
     /// Times arena pressure drained the quantum caches or called reclaim.
     pub reclaims: u64,
-    /// Allocations and frees served by the quantum caches.
+    /// Largest size served by the quantum caches (0 = none).
+    pub qcache_max: usize,
+    /// Allocations and frees that hit a loaded magazine of a quantum cache.
     pub qcache_allocs: u64,
     /// See `qcache_allocs`.
     pub qcache_frees: u64,

@@ -193,6 +193,11 @@ impl<A: Allocator + Clone> TagPool<A> {
         self.n_unused += 1;
     }
 
+    /// The metadata allocator.
+    pub fn allocator(&self) -> &A {
+        &self.alloc
+    }
+
     /// Tags allocated, used or not.
     pub fn capacity(&self) -> usize {
         self.chunks.len() * CHUNK

@@ -1,79 +1,88 @@
-//! [`Vmem`]: the arena behind its lock, with importing from the source,
-//! releasing to it, reclaim, and waiting (the seed's `vmem_xalloc` loop,
-//! `vmem_import`, `vmem_xfree`, `vmem_add`, `vmem_size`).
+//! [`Vmem`], the public arena: the quantum caches in front of the core
+//! (the seed's `vmem_alloc` / `vmem_free` choosing between `qc_cache` and
+//! `vmem_xalloc` / `vmem_xfree`).
 
-use std::time::{Duration, Instant};
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::time::Duration;
 
 use allocator_api2::alloc::{Allocator, Global};
-use allocator_api2::boxed::Box;
-use kmem_sys::sync::{Condvar, Mutex, MutexGuard};
 
-use crate::arena::{Arena, TAGS_PER_OP};
-use crate::error::{ArenaName, VmemError};
-use crate::fit::{Constraints, Policy, Request};
+use crate::error::VmemError;
+use crate::fit::{Constraints, Policy};
+use crate::inner::Core;
 use crate::source::{NoSource, Source};
 use crate::stats::VmemStats;
-use crate::tag::{Kind, NIL};
-
-/// The boxed reclaim callback, in the metadata allocator.
-pub(crate) type ReclaimFn<A> = Box<dyn Fn(&ArenaName) + Send + Sync, A>;
 
 /// A resource arena: hands out ranges of `usize` (addresses, IDs, offsets)
-/// in multiples of its quantum. See the [crate docs](crate) for the theory.
+/// in multiples of its quantum. See the [crate docs](crate) for the theory;
+/// build one with [`Vmem::builder`].
 ///
 /// `A` is the allocator its metadata comes from, `S` the [`Source`] it
 /// imports spans from. Every method takes `&self`; share an arena between
-/// threads with an `Arc` or a `static`.
-pub struct Vmem<A: Allocator + Clone = Global, S: Source = NoSource> {
-    name: ArenaName,
+/// threads with an `Arc`, a reference or a `static`.
+pub struct Vmem<A: Allocator + Clone + Send + Sync = Global, S: Source = NoSource> {
+    /// The core, allocated from `alloc` at a fixed address because the
+    /// quantum caches' backends point at it.
+    core: NonNull<Core<A, S>>,
     qshift: u32,
-    import_quantum: usize,
-    limit: usize,
-    source: S,
-    reclaim: Option<ReclaimFn<A>>,
-    arena: Mutex<Arena<A>>,
-    /// Signalled on free, add and import when a thread waits (`vm_cv`).
-    cv: Condvar,
+    qcache_max: usize,
+    alloc: A,
 }
 
-/// How long an allocation may wait for resources.
-#[derive(Clone, Copy)]
-enum Wait {
-    /// Fail at once (`M_NOWAIT`).
-    No,
-    /// Wait until the deadline, or for ever (`M_WAITOK`).
-    Until(Option<Instant>, Duration),
-}
+// SAFETY: the core is owned by this value and is `Send` and `Sync` under
+// these bounds (its state is behind its lock, its caches are `Sync`).
+unsafe impl<A: Allocator + Clone + Send + Sync, S: Source> Send for Vmem<A, S> {}
+// SAFETY: as for `Send`: all shared access to the core goes through `&Core`.
+unsafe impl<A: Allocator + Clone + Send + Sync, S: Source> Sync for Vmem<A, S> {}
 
 impl<A, S> Vmem<A, S>
 where
     A: Allocator + Clone + Send + Sync,
     S: Source,
 {
-    pub(crate) fn assemble(
-        arena: Arena<A>,
-        _qcache_quanta: usize,
-        source: S,
-        import_quantum: usize,
-        limit: usize,
-        reclaim: Option<ReclaimFn<A>>,
-        _alloc: A,
+    /// Places `core` in memory from `alloc` and puts `qcache_quanta`
+    /// quantum caches in front of it.
+    pub(crate) fn new_in(
+        core: Core<A, S>,
+        qcache_quanta: usize,
+        alloc: A,
     ) -> Result<Self, VmemError> {
-        Ok(Vmem {
-            name: arena.name,
-            qshift: arena.qshift,
-            import_quantum,
-            limit,
-            source,
-            reclaim,
-            arena: Mutex::new(arena),
-            cv: Condvar::new(),
-        })
+        let arena = core.name_raw();
+        let no_meta = || VmemError::NoMetadata { arena };
+        let qshift = core.quantum().trailing_zeros();
+        let ptr = alloc
+            .allocate(Layout::new::<Core<A, S>>())
+            .map_err(|_| no_meta())?
+            .cast::<Core<A, S>>();
+        // SAFETY: a fresh allocation with the layout of `Core`.
+        unsafe { ptr.as_ptr().write(core) };
+        let vmem = Vmem {
+            core: ptr,
+            qshift,
+            qcache_max: qcache_quanta << qshift,
+            alloc,
+        };
+        // SAFETY: nothing else refers to the core yet, so this is the only
+        // reference; the caches get the pointer, and `Drop` clears them
+        // before it frees the core.
+        let filled = unsafe {
+            (*ptr.as_ptr())
+                .qcaches
+                .fill(ptr, arena.as_str(), qshift, qcache_quanta)
+        };
+        filled.map(|()| vmem)
+    }
+
+    #[inline(always)]
+    fn core(&self) -> &Core<A, S> {
+        // SAFETY: the core is live until `drop` and only shared from here.
+        unsafe { self.core.as_ref() }
     }
 
     /// The arena's name.
     pub fn name(&self) -> &str {
-        self.name.as_str()
+        self.core().name()
     }
 
     /// The arena's quantum.
@@ -82,56 +91,43 @@ where
         1 << self.qshift
     }
 
-    /// `size` rounded up to the quantum (`vmem_roundup_size`), refusing 0
-    /// and sizes that overflow.
-    #[inline]
-    fn round(&self, size: usize) -> Result<usize, VmemError> {
-        let mask = self.quantum() - 1;
-        match size.checked_add(mask) {
-            Some(s) if size != 0 => Ok(s & !mask),
-            _ => Err(self.bad_size(size)),
-        }
-    }
-
-    #[cold]
-    fn bad_size(&self, size: usize) -> VmemError {
-        let what = if size == 0 {
-            "the size is zero"
-        } else {
-            "the size overflows when rounded to the quantum"
-        };
-        VmemError::InvalidSize {
-            arena: self.name,
-            size,
-            what,
-        }
-    }
-
     /// Allocates `size` bytes (rounded up to the quantum) placed by
-    /// `policy`, without waiting (`vmem_alloc(..., M_NOWAIT)`).
+    /// `policy`, without waiting (`vmem_alloc(..., M_NOWAIT)`). Sizes up to
+    /// `qcache_max` come from the quantum cache of that size, whatever the
+    /// policy, unless it is empty and the arena has no room for a new batch.
     ///
     /// # Errors
     ///
-    /// [`VmemError::Exhausted`] when no free segment, import or reclaim
-    /// can satisfy it; [`VmemError::InvalidSize`] for 0.
+    /// [`VmemError::Exhausted`] when no free segment, import, quantum-cache
+    /// drain or reclaim can satisfy it; [`VmemError::InvalidSize`] for 0.
     #[inline]
     pub fn alloc(&self, size: usize, policy: Policy) -> Result<usize, VmemError> {
-        let size = self.round(size)?;
-        let req = Request::plain(size, self.quantum());
-        self.place(&req, policy, Wait::No)
+        match self.qcache_alloc(size) {
+            Some(x) => Ok(x),
+            None => self.core().alloc(size, policy),
+        }
+    }
+
+    /// A segment from the quantum cache for `size`, if it has one to give.
+    #[inline]
+    fn qcache_alloc(&self, size: usize) -> Option<usize> {
+        if size > self.qcache_max || size == 0 {
+            return None;
+        }
+        let quanta = (size + self.quantum() - 1) >> self.qshift;
+        self.core().qcaches.get(quanta)?.alloc()
     }
 
     /// Allocates `size` bytes placed within the constraints `c`
-    /// (`vmem_xalloc`); see [`Constraints`] for what each field means.
+    /// (`vmem_xalloc`); see [`Constraints`] for what each field means. It
+    /// never uses the quantum caches.
     ///
     /// # Errors
     ///
     /// As [`alloc`](Self::alloc), and [`VmemError::InvalidConstraints`] for
     /// constraints that are malformed or can never be met.
     pub fn xalloc(&self, size: usize, c: &Constraints, policy: Policy) -> Result<usize, VmemError> {
-        let size = self.round(size)?;
-        let req = Request::new(self.name, size, self.quantum(), c)?;
-        self.place(&req, policy, Wait::No)
+        self.core().xalloc(size, c, policy)
     }
 
     /// Like [`alloc`](Self::alloc), but when the arena is exhausted waits
@@ -147,7 +143,10 @@ where
         policy: Policy,
         timeout: Option<Duration>,
     ) -> Result<usize, VmemError> {
-        self.xalloc_wait(size, &Constraints::default(), policy, timeout)
+        match self.qcache_alloc(size) {
+            Some(x) => Ok(x),
+            None => self.core().alloc_wait(size, policy, timeout),
+        }
     }
 
     /// Like [`xalloc`](Self::xalloc), waiting as
@@ -163,207 +162,45 @@ where
         policy: Policy,
         timeout: Option<Duration>,
     ) -> Result<usize, VmemError> {
-        let size = self.round(size)?;
-        let req = Request::new(self.name, size, self.quantum(), c)?;
-        let deadline = timeout.map(|t| Instant::now() + t);
-        self.place(
-            &req,
-            policy,
-            Wait::Until(deadline, timeout.unwrap_or_default()),
-        )
+        self.core().xalloc_wait(size, c, policy, timeout)
     }
 
-    /// The fast path: one lock, one placement.
-    #[inline]
-    fn place(&self, req: &Request, policy: Policy, wait: Wait) -> Result<usize, VmemError> {
-        {
-            let mut g = self.arena.lock();
-            if g.tags.n_unused() >= TAGS_PER_OP
-                && let Some(x) = g.alloc(req, policy)
-            {
-                g.count_alloc(req, policy);
-                return Ok(x);
-            }
-        }
-        self.place_slow(req, policy, wait)
-    }
-
-    /// The seed's `vmem_xalloc` loop: fill tags, search, import, drain the
-    /// quantum caches and reclaim, then wait or fail.
-    #[cold]
-    fn place_slow(&self, req: &Request, policy: Policy, wait: Wait) -> Result<usize, VmemError> {
-        let mut g = self.arena.lock();
-        loop {
-            if let Err(e) = g.reserve() {
-                g.counters.failures += 1;
-                return Err(e);
-            }
-            if let Some(x) = g.alloc(req, policy) {
-                g.count_alloc(req, policy);
-                return Ok(x);
-            }
-            if self.source.imports() {
-                match self.import(&mut g, req) {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(e) => {
-                        g.counters.failures += 1;
-                        return Err(e);
-                    }
-                }
-            }
-            if self.reclaim.is_some() {
-                let avail = g.total - g.inuse;
-                g.counters.reclaims += 1;
-                MutexGuard::unlocked(&mut g, || self.run_reclaim());
-                if g.total - g.inuse > avail {
-                    continue;
-                }
-            }
-            let Wait::Until(deadline, timeout) = wait else {
-                g.counters.failures += 1;
-                return Err(VmemError::Exhausted {
-                    arena: self.name,
-                    size: req.size,
-                });
-            };
-            g.counters.waits += 1;
-            g.waiters += 1;
-            let timed_out = match deadline {
-                Some(d) => self.cv.wait_until(&mut g, d).timed_out(),
-                None => {
-                    self.cv.wait(&mut g);
-                    false
-                }
-            };
-            g.waiters -= 1;
-            if timed_out {
-                // One last look: a free may have raced with the timeout.
-                g.reserve()?;
-                if let Some(x) = g.alloc(req, policy) {
-                    g.count_alloc(req, policy);
-                    return Ok(x);
-                }
-                g.counters.timeouts += 1;
-                g.counters.failures += 1;
-                return Err(VmemError::TimedOut {
-                    arena: self.name,
-                    size: req.size,
-                    waited: timeout,
-                });
-            }
-        }
-    }
-
-    fn run_reclaim(&self) {
-        if let Some(f) = &self.reclaim {
-            f(&self.name);
-        }
-    }
-
-    /// Imports a span big enough for `req` (`vmem_import`): the size is
-    /// padded by twice the alignment when that is above the quantum, and
-    /// rounded to the import quantum. `Ok(false)` if the source has none or
-    /// the limit forbids it.
-    fn import(&self, g: &mut MutexGuard<'_, Arena<A>>, req: &Request) -> Result<bool, VmemError> {
-        let padded = if req.align != self.quantum() {
-            req.align
-                .checked_mul(2)
-                .and_then(|a| a.checked_add(req.size))
-        } else {
-            Some(req.size)
-        };
-        let iq = self.import_quantum;
-        let Some(size) = padded.and_then(|s| s.checked_next_multiple_of(iq)) else {
-            return Ok(false);
-        };
-        if self.limit != 0 && g.imported + g.importing + size > self.limit {
-            return Ok(false);
-        }
-        // Count the span as imported while the lock is dropped, so racing
-        // imports cannot overshoot the limit together.
-        g.importing += size;
-        let got = MutexGuard::unlocked(g, || self.source.import(size));
-        g.importing -= size;
-        let Some(base) = got else {
-            g.counters.import_failures += 1;
-            return Ok(false);
-        };
-        if let Err(e) = g
-            .reserve()
-            .and_then(|()| g.add_span(base, size, Kind::Span))
-        {
-            g.counters.import_failures += 1;
-            MutexGuard::unlocked(g, || self.source.release(base, size));
-            return Err(e);
-        }
-        g.counters.imports += 1;
-        self.wake(g);
-        Ok(true)
-    }
-
-    #[inline]
-    fn wake(&self, g: &Arena<A>) {
-        if g.waiters != 0 {
-            self.cv.notify_all();
-        }
-    }
-
-    /// Frees the segment `[addr, addr + size)` that
-    /// [`alloc`](Self::alloc) returned (`vmem_free`).
+    /// Frees the segment `[addr, addr + size)` that [`alloc`](Self::alloc)
+    /// returned (`vmem_free`). Sizes up to `qcache_max` go back to their
+    /// quantum cache.
     ///
     /// # Errors
     ///
     /// [`VmemError::NotAllocated`] or [`VmemError::WrongSize`] if that is
-    /// not exactly an allocated segment; the arena is left unchanged.
+    /// not exactly an allocated segment; the arena is left unchanged. For
+    /// quantum-cached sizes this check runs in debug builds only (it takes
+    /// the arena lock the caches exist to avoid), and a double free into a
+    /// quantum cache is caught only when the cache hands the segment back.
     #[inline]
     pub fn free(&self, addr: usize, size: usize) -> Result<(), VmemError> {
-        self.xfree(addr, size)
+        if size <= self.qcache_max && size != 0 {
+            let rounded = (size + self.quantum() - 1) & !(self.quantum() - 1);
+            if let Some(qc) = self.core().qcaches.get(rounded >> self.qshift) {
+                #[cfg(debug_assertions)]
+                self.core().check_busy(addr, rounded, size)?;
+                qc.free(addr);
+                return Ok(());
+            }
+        }
+        self.core().xfree(addr, size)
     }
 
     /// Frees a segment that [`xalloc`](Self::xalloc) returned
     /// (`vmem_xfree`), merging it with free neighbours; a span imported from
-    /// the source is released once it is wholly free.
+    /// the source is released once it is wholly free. Never goes through
+    /// the quantum caches.
     ///
     /// # Errors
     ///
-    /// As [`free`](Self::free).
+    /// As [`free`](Self::free), checked in every build.
     #[inline]
     pub fn xfree(&self, addr: usize, size: usize) -> Result<(), VmemError> {
-        let rounded = match self.round(size) {
-            Ok(r) => r,
-            Err(_) => return Err(self.bad_free(addr, size)),
-        };
-        let mut g = self.arena.lock();
-        match g.free(addr, rounded, size) {
-            Ok(None) => {
-                g.counters.frees += 1;
-                self.wake(&g);
-                Ok(())
-            }
-            Ok(Some((base, span))) => {
-                g.counters.frees += 1;
-                g.counters.releases += 1;
-                self.wake(&g);
-                drop(g);
-                self.source.release(base, span);
-                Ok(())
-            }
-            Err(e) => {
-                g.counters.bad_frees += 1;
-                Err(e)
-            }
-        }
-    }
-
-    #[cold]
-    fn bad_free(&self, addr: usize, size: usize) -> VmemError {
-        self.arena.lock().counters.bad_frees += 1;
-        VmemError::NotAllocated {
-            arena: self.name,
-            addr,
-            size,
-        }
+        self.core().xfree(addr, size)
     }
 
     /// Adds the span `[base, base + size)` to the arena, wholly free
@@ -374,11 +211,13 @@ where
     /// [`VmemError::InvalidSpan`] if it is empty, not a multiple of the
     /// quantum, wraps past `usize::MAX` or overlaps a span of the arena.
     pub fn add(&self, base: usize, size: usize) -> Result<(), VmemError> {
-        let mut g = self.arena.lock();
-        g.reserve()?;
-        g.add_span(base, size, Kind::StaticSpan)?;
-        self.wake(&g);
-        Ok(())
+        self.core().add(base, size)
+    }
+
+    /// Returns every segment the quantum caches hold to the arena
+    /// (`qc_drain`); allocation does this by itself before it fails.
+    pub fn drain_qcaches(&self) {
+        self.core().qcaches.drain();
     }
 
     /// Walks every invariant of the arena (address order, tiling of spans,
@@ -389,65 +228,27 @@ where
     ///
     /// [`VmemError::Corrupt`] naming the tag's address and the broken rule.
     pub fn check(&self) -> Result<(), VmemError> {
-        self.arena.lock().check()
+        self.core().check()
     }
 
     /// A snapshot of the arena's sizes and counters (`vmem_size` and more).
     pub fn stats(&self) -> VmemStats {
-        let g = self.arena.lock();
-        let c = &g.counters;
-        VmemStats {
-            quantum: self.quantum(),
-            allocated: g.inuse,
-            free: g.total - g.inuse,
-            total: g.total,
-            largest_free: g.largest_free(),
-            imported: g.imported,
-            limit: self.limit,
-            spans: g.n_spans,
-            busy_segments: g.hash.len(),
-            free_segments: g.n_free_segs,
-            instant_fit: c.instant_fit,
-            best_fit: c.best_fit,
-            next_fit: c.next_fit,
-            instant_fallbacks: c.instant_fallbacks,
-            constrained: c.constrained,
-            frees: c.frees,
-            bad_frees: c.bad_frees,
-            failures: c.failures,
-            imports: c.imports,
-            import_failures: c.import_failures,
-            releases: c.releases,
-            waits: c.waits,
-            timeouts: c.timeouts,
-            reclaims: c.reclaims,
-            qcache_allocs: 0,
-            qcache_frees: 0,
-            qcache_cached: 0,
-            tags: g.tags.capacity(),
-            hash_buckets: g.hash.buckets(),
-            metadata_bytes: g.metadata_bytes(),
-        }
+        self.core().stats()
     }
 }
 
-impl<A, S> Drop for Vmem<A, S>
-where
-    A: Allocator + Clone,
-    S: Source,
-{
-    /// Returns every imported span to the source, busy segments and all
-    /// (they die with the arena), unlike the seed's `vmem_destroy`, which
-    /// requires an empty arena and keeps them.
+impl<A: Allocator + Clone + Send + Sync, S: Source> Drop for Vmem<A, S> {
     fn drop(&mut self) {
-        let arena = self.arena.get_mut();
-        let mut t = arena.span_head;
-        while t != NIL {
-            let span = *arena.tags.get(t);
-            if span.kind() == Kind::Span {
-                self.source.release(span.start, span.size);
-            }
-            t = span.lnext;
+        let p = self.core.as_ptr();
+        // SAFETY: the core is live. The `&mut` to its caches ends once they
+        // are moved out; dropping them returns their segments through shared
+        // references to the core, valid until `drop_in_place` below.
+        unsafe {
+            let caches = (*p).qcaches.take();
+            drop(caches);
+            p.drop_in_place();
+            self.alloc
+                .deallocate(self.core.cast(), Layout::new::<Core<A, S>>());
         }
     }
 }
