@@ -297,7 +297,7 @@ impl<A: Allocator + Clone> Arena<A> {
                 return None;
             }
             let tag = self.tags.get(t);
-            if tag.kind() == Kind::Free
+            if tag.is(Kind::Free)
                 && tag.size >= req.size
                 && let Some(x) = req.place(tag.start, tag.end())
             {
@@ -386,7 +386,7 @@ impl<A: Allocator + Clone> Arena<A> {
         self.tags.get_mut(t).set_kind(Kind::Free);
 
         let next = self.tags.get(t).next;
-        if next != NIL && self.tags.get(next).kind() == Kind::Free {
+        if next != NIL && self.tags.get(next).is(Kind::Free) {
             self.unfile_free(next);
             let grow = self.tags.get(next).size;
             self.tags.get_mut(t).size += grow;
@@ -394,7 +394,7 @@ impl<A: Allocator + Clone> Arena<A> {
         }
         // A span tag always precedes its segments, so `prev` exists.
         let prev = self.tags.get(t).prev;
-        if self.tags.get(prev).kind() == Kind::Free {
+        if self.tags.get(prev).is(Kind::Free) {
             self.unfile_free(prev);
             let (pstart, psize) = (self.tags.get(prev).start, self.tags.get(prev).size);
             let tag = self.tags.get_mut(t);
@@ -404,7 +404,7 @@ impl<A: Allocator + Clone> Arena<A> {
         }
         let prev = self.tags.get(t).prev;
         let (span, seg) = (*self.tags.get(prev), *self.tags.get(t));
-        if span.kind() == Kind::Span && span.size == seg.size {
+        if span.is(Kind::Span) && span.size == seg.size {
             debug_assert_eq!(span.start, seg.start);
             self.unlink(t);
             self.remove_span(prev);

@@ -536,7 +536,7 @@ where
         let mut t = arena.span_head;
         while t != NIL {
             let span = *arena.tags.get(t);
-            if span.kind() == Kind::Span {
+            if span.is(Kind::Span) {
                 self.source.release(span.start, span.size);
             }
             t = span.lnext;

@@ -1,10 +1,12 @@
 //! Boundary tags and the pool they live in.
 //!
 //! A tag describes one span or one segment (the seed's `struct vmem_btag`).
-//! Tags sit in fixed-size chunks from the metadata allocator and are named by
-//! a `u32` index, so a tag costs 32 bytes and links cost 4; chunks never move
-//! or shrink, and unused tags form a stack threaded through `lnext` (the
-//! seed's `vm_freetags`).
+//! Tags sit in one array from the metadata allocator and are named by a
+//! `u32` index, so a tag costs 32 bytes, links cost 4, and reaching a tag is
+//! one indexed load. Because tags are named by index, the array may move when
+//! it grows (by an eighth, so capacity stays close to use); it never shrinks,
+//! and unused tags form a stack threaded through `lnext` (the seed's
+//! `vm_freetags`).
 
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec;
@@ -13,10 +15,8 @@ use allocator_api2::vec::Vec;
 const INDEX_BITS: u32 = 29;
 /// The null link.
 pub(crate) const NIL: u32 = (1 << INDEX_BITS) - 1;
-/// Tags per chunk is `1 << CHUNK_SHIFT` (8 KiB chunks).
-const CHUNK_SHIFT: u32 = 8;
-const CHUNK: usize = 1 << CHUNK_SHIFT;
-const CHUNK_MASK: u32 = (1 << CHUNK_SHIFT) - 1;
+/// The fewest tags the pool grows by (8 KiB).
+const CHUNK: usize = 256;
 
 /// What a tag describes (the seed's `BT_TYPE_*`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -84,6 +84,12 @@ impl Tag {
         self.start + (self.size - 1)
     }
 
+    /// Whether the tag is of `kind`: one compare, no decoding.
+    #[inline(always)]
+    pub fn is(&self, kind: Kind) -> bool {
+        self.lprev_kind >> INDEX_BITS == kind as u32
+    }
+
     #[inline]
     pub fn kind(&self) -> Kind {
         Kind::from_bits(self.lprev_kind >> INDEX_BITS)
@@ -106,32 +112,30 @@ impl Tag {
     }
 }
 
-/// The chunked tag pool with its unused stack.
+/// The tag array with its unused stack.
 pub(crate) struct TagPool<A: Allocator + Clone> {
-    chunks: Vec<Vec<Tag, A>, A>,
+    tags: Vec<Tag, A>,
     unused: u32,
     n_unused: usize,
-    alloc: A,
 }
 
 impl<A: Allocator + Clone> TagPool<A> {
     pub fn new(alloc: A) -> Self {
         TagPool {
-            chunks: Vec::new_in(alloc.clone()),
+            tags: Vec::new_in(alloc),
             unused: NIL,
             n_unused: 0,
-            alloc,
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, i: u32) -> &Tag {
-        &self.chunks[(i >> CHUNK_SHIFT) as usize][(i & CHUNK_MASK) as usize]
+        &self.tags[i as usize]
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn get_mut(&mut self, i: u32) -> &mut Tag {
-        &mut self.chunks[(i >> CHUNK_SHIFT) as usize][(i & CHUNK_MASK) as usize]
+        &mut self.tags[i as usize]
     }
 
     /// Makes sure `n` tags can be taken without allocating (the seed's
@@ -146,21 +150,19 @@ impl<A: Allocator + Clone> TagPool<A> {
 
     #[cold]
     fn grow(&mut self) -> Result<(), ()> {
-        let base = self.chunks.len() * CHUNK;
-        if base + CHUNK > NIL as usize {
+        let base = self.tags.len();
+        let more = (base / 8).max(CHUNK).min(NIL as usize - base);
+        if more == 0 {
             return Err(());
         }
-        self.chunks.try_reserve(1).map_err(drop)?;
-        let mut chunk = Vec::new_in(self.alloc.clone());
-        chunk.try_reserve_exact(CHUNK).map_err(drop)?;
-        chunk.resize(CHUNK, Tag::UNUSED);
+        self.tags.try_reserve_exact(more).map_err(drop)?;
+        self.tags.resize(base + more, Tag::UNUSED);
         // Thread the new tags onto the unused stack, lowest index on top.
-        for (k, tag) in chunk.iter_mut().enumerate().rev() {
-            tag.lnext = self.unused;
-            self.unused = (base + k) as u32;
+        for k in (base..base + more).rev() {
+            self.tags[k].lnext = self.unused;
+            self.unused = k as u32;
         }
-        self.chunks.push(chunk);
-        self.n_unused += CHUNK;
+        self.n_unused += more;
         Ok(())
     }
 
@@ -195,12 +197,12 @@ impl<A: Allocator + Clone> TagPool<A> {
 
     /// The metadata allocator.
     pub fn allocator(&self) -> &A {
-        &self.alloc
+        self.tags.allocator()
     }
 
     /// Tags allocated, used or not.
     pub fn capacity(&self) -> usize {
-        self.chunks.len() * CHUNK
+        self.tags.len()
     }
 
     /// Tags on the unused stack.
@@ -215,7 +217,7 @@ impl<A: Allocator + Clone> TagPool<A> {
 
     /// Bytes of metadata the pool holds.
     pub fn bytes(&self) -> usize {
-        self.capacity() * size_of::<Tag>() + self.chunks.capacity() * size_of::<Vec<Tag, A>>()
+        self.tags.capacity() * size_of::<Tag>()
     }
 }
 
