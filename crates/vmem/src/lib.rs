@@ -13,9 +13,10 @@
 //! free or busy. A *boundary tag* describes each span and segment (the seed's
 //! `struct vmem_btag` and `BT_TYPE_{SPAN,SPAN_STATIC,FREE,BUSY}`); all tags
 //! sit on one list in address order, every span tag just before the segments
-//! that tile it (`vm_seglist`). Tags live in a pool of fixed chunks from the
-//! metadata allocator and link to each other by `u32` index, so a tag costs
-//! 32 bytes and never moves (`tag.rs`).
+//! that tile it (`vm_seglist`). Tags live in one array from the metadata
+//! allocator and link to each other by `u32` index, so a tag costs 32 bytes
+//! and reaching one is a single indexed load; the array grows by an eighth
+//! at a time and may move, which indices do not mind (`tag.rs`).
 //!
 //! **Free lists.** A free segment of `n` quanta is filed on one of 91
 //! doubly linked lists: exactly `n` for `n <= 32` (the seed's `VMEM_OPTORDER`
