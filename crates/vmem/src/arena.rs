@@ -311,8 +311,22 @@ impl<A: Allocator + Clone> Arena<A> {
     /// what lies before and after stays free, the middle becomes busy.
     #[inline]
     fn clip(&mut self, t: u32, x: usize, size: usize) -> u32 {
+        let (start, tsize) = {
+            let tag = self.tags.get(t);
+            (tag.start, tag.size)
+        };
+        // The common case: the front of a larger segment whose remainder
+        // stays in the same list, so it need not move between lists.
+        if x == start
+            && tsize > size
+            && list_of(self.quanta(tsize)) == list_of(self.quanta(tsize - size))
+        {
+            let tag = self.tags.get_mut(t);
+            tag.start += size;
+            tag.size -= size;
+            return self.mark_busy_before(t, x, size);
+        }
         self.unfile_free(t);
-        let start = self.tags.get(t).start;
         if x != start {
             let front = self.tags.take(Kind::Free, start, x - start);
             self.link_before(front, t);
@@ -321,18 +335,25 @@ impl<A: Allocator + Clone> Arena<A> {
             tag.start = x;
             tag.size -= x - start;
         }
-        let busy = if self.tags.get(t).size > size {
-            let busy = self.tags.take(Kind::Busy, x, size);
-            self.link_before(busy, t);
+        if self.tags.get(t).size > size {
             let tag = self.tags.get_mut(t);
             tag.start += size;
             tag.size -= size;
             self.file_free(t);
-            busy
+            self.mark_busy_before(t, x, size)
         } else {
             self.tags.get_mut(t).set_kind(Kind::Busy);
+            self.hash.insert(&mut self.tags, t);
+            self.inuse += size;
             t
-        };
+        }
+    }
+
+    /// A new busy tag for `[x, x + size)`, linked just before `t`.
+    #[inline]
+    fn mark_busy_before(&mut self, t: u32, x: usize, size: usize) -> u32 {
+        let busy = self.tags.take(Kind::Busy, x, size);
+        self.link_before(busy, t);
         self.hash.insert(&mut self.tags, busy);
         self.inuse += size;
         busy
@@ -383,35 +404,74 @@ impl<A: Allocator + Clone> Arena<A> {
         }
         self.hash.remove(&mut self.tags, hprev, t);
         self.inuse -= size;
-        self.tags.get_mut(t).set_kind(Kind::Free);
-
-        let next = self.tags.get(t).next;
-        if next != NIL && self.tags.get(next).is(Kind::Free) {
-            self.unfile_free(next);
-            let grow = self.tags.get(next).size;
-            self.tags.get_mut(t).size += grow;
-            self.unlink(next);
-        }
+        let (start, next, prev) = {
+            let tag = self.tags.get(t);
+            (tag.start, tag.next, tag.prev)
+        };
         // A span tag always precedes its segments, so `prev` exists.
-        let prev = self.tags.get(t).prev;
-        if self.tags.get(prev).is(Kind::Free) {
-            self.unfile_free(prev);
-            let (pstart, psize) = (self.tags.get(prev).start, self.tags.get(prev).size);
-            let tag = self.tags.get_mut(t);
-            tag.start = pstart;
-            tag.size += psize;
-            self.unlink(prev);
-        }
-        let prev = self.tags.get(t).prev;
-        let (span, seg) = (*self.tags.get(prev), *self.tags.get(t));
+        let prev_free = self.tags.get(prev).is(Kind::Free);
+        let next_free = next != NIL && self.tags.get(next).is(Kind::Free);
+        // Merge into a free neighbour where there is one, so that a merged
+        // segment whose size class does not change stays on its list.
+        let merged = match (prev_free, next_free) {
+            (false, false) => {
+                self.tags.get_mut(t).set_kind(Kind::Free);
+                t
+            }
+            (true, false) => {
+                self.unlink(t);
+                let psize = self.tags.get(prev).size;
+                self.resize_free(prev, psize + size);
+                prev
+            }
+            (false, true) => {
+                self.unlink(t);
+                let nsize = self.tags.get(next).size;
+                self.tags.get_mut(next).start = start;
+                self.resize_free(next, nsize + size);
+                next
+            }
+            (true, true) => {
+                let nsize = self.tags.get(next).size;
+                self.unfile_free(next);
+                self.unlink(next);
+                self.unlink(t);
+                let psize = self.tags.get(prev).size;
+                self.resize_free(prev, psize + size + nsize);
+                prev
+            }
+        };
+        let seg = *self.tags.get(merged);
+        let span_tag = seg.prev;
+        let span = *self.tags.get(span_tag);
         if span.is(Kind::Span) && span.size == seg.size {
             debug_assert_eq!(span.start, seg.start);
-            self.unlink(t);
-            self.remove_span(prev);
+            if merged != t {
+                self.unfile_free(merged);
+            }
+            self.unlink(merged);
+            self.remove_span(span_tag);
             return Ok(Some((seg.start, seg.size)));
         }
-        self.file_free(t);
+        if merged == t {
+            self.file_free(t);
+        }
         Ok(None)
+    }
+
+    /// Sets the size of free tag `t` (on its list), moving it to another
+    /// list only if its size class changed.
+    #[inline]
+    fn resize_free(&mut self, t: u32, new_size: usize) {
+        let old_q = self.quanta(self.tags.get(t).size);
+        let new_q = self.quanta(new_size);
+        if list_of(old_q) != list_of(new_q) {
+            self.free.remove(&mut self.tags, t, old_q);
+            self.tags.get_mut(t).size = new_size;
+            self.free.insert(&mut self.tags, t, new_q);
+        } else {
+            self.tags.get_mut(t).size = new_size;
+        }
     }
 
     /// The size of the largest free segment.
