@@ -60,6 +60,16 @@
 //! [`Vmem::alloc_wait`], sleeps on a condition variable that frees, `add`
 //! and imports signal (`VMEM_CONDVAR_WAIT`).
 //!
+//! **Quantum caches** (`qcache.rs`, the seed's `qc_init`, `qc_import`,
+//! `qc_release`, `qc_drain`): with `qcache_max` set, each size from one
+//! quantum up to it (at most 16 quanta, `VMEM_QCACHE_IDX_MAX`) has a
+//! per-CPU magazine cache from `kmem-magazine`. [`Vmem::alloc`] and
+//! [`Vmem::free`] of those sizes go to the cache and touch the arena only
+//! when a magazine runs empty or full, and then for a whole batch under one
+//! lock. Cached segments stay busy in the arena. When an allocation is about
+//! to fail, the caches are drained back into the arena first (`qc_drain`).
+//! `xalloc` and `xfree` bypass them, as in the seed.
+//!
 //! **Tag reserve.** Every operation first makes sure the pool holds the four
 //! tags it may need (`bt_fill` to `BT_MAXALLOC`), so it cannot fail halfway;
 //! if the metadata allocator fails, the operation fails with
@@ -71,7 +81,9 @@
 //! never allocates, so an arena can sit under a `GlobalAlloc`. The lock is
 //! dropped around every call out — import, release, reclaim — as the seed
 //! drops it around `vm_importfn`; a child arena therefore never holds its
-//! lock while taking its parent's.
+//! lock while taking its parent's. The quantum caches call into the arena
+//! with no magazine lock held (kmem-magazine's rule), and the arena drains
+//! them with its own lock dropped, so the order is magazine → arena only.
 //!
 //! # Kernel shapes in user-space Rust
 //!
@@ -88,6 +100,10 @@
 //! - Metadata comes from an `allocator_api2` [`Allocator`](allocator_api2::alloc::Allocator)
 //!   given to [`Builder::metadata`] instead of UMA zones of tags.
 //! - Dropping an arena releases its imported spans to the source.
+//! - The seed's quantum caches are UMA zones that cannot hold the value 0
+//!   (`VMEM_ADDR_QCACHE_MIN`); magazines hold any `usize`, so 0 is cached
+//!   like any other address. A free of a cached size is checked against the
+//!   arena only in debug builds (see [`Vmem::free`]).
 //!
 //! # Examples
 //!
