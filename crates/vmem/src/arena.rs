@@ -359,20 +359,6 @@ impl<A: Allocator + Clone> Arena<A> {
         busy
     }
 
-    /// Counts a successful allocation.
-    #[inline]
-    pub fn count_alloc(&mut self, req: &Request, policy: Policy) {
-        let c = &mut self.counters;
-        match policy {
-            Policy::InstantFit => c.instant_fit += 1,
-            Policy::BestFit => c.best_fit += 1,
-            Policy::NextFit => c.next_fit += 1,
-        }
-        if !req.is_plain(1 << self.qshift) {
-            c.constrained += 1;
-        }
-    }
-
     // ---- free
 
     /// Frees the busy segment `[addr, addr + size)` (`size` rounded), merging
@@ -472,27 +458,5 @@ impl<A: Allocator + Clone> Arena<A> {
         } else {
             self.tags.get_mut(t).size = new_size;
         }
-    }
-
-    /// The size of the largest free segment.
-    pub fn largest_free(&self) -> usize {
-        let Some(mut list) = self.free.first_nonempty(0) else {
-            return 0;
-        };
-        while let Some(higher) = self.free.first_nonempty(list + 1) {
-            list = higher;
-        }
-        let mut t = self.free.head(list);
-        let mut best = 0;
-        while t != NIL {
-            best = best.max(self.tags.get(t).size);
-            t = self.tags.get(t).lnext;
-        }
-        best
-    }
-
-    /// Bytes of metadata: tags and the hash table.
-    pub fn metadata_bytes(&self) -> usize {
-        self.tags.bytes() + self.hash.bytes()
     }
 }

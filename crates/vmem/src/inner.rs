@@ -3,7 +3,6 @@
 //! `vmem_xalloc` loop, `vmem_import`, `vmem_xfree`, `vmem_add`,
 //! `vmem_size`). [`Vmem`](crate::Vmem) puts the quantum caches in front.
 
-use core::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
 use allocator_api2::alloc::Allocator;
@@ -24,13 +23,13 @@ pub(crate) type ReclaimFn<A> = Box<dyn Fn(&ArenaName) + Send + Sync, A>;
 /// Everything of an arena but its front: it lives at a fixed address (the
 /// quantum caches' backends point at it).
 pub(crate) struct Core<A: Allocator + Clone + Send + Sync, S: Source> {
-    name: ArenaName,
+    pub(crate) name: ArenaName,
     qshift: u32,
     import_quantum: usize,
     limit: usize,
-    source: S,
+    pub(crate) source: S,
     reclaim: Option<ReclaimFn<A>>,
-    arena: Mutex<Arena<A>>,
+    pub(crate) arena: Mutex<Arena<A>>,
     /// Signalled on free, add and import when a thread waits (`vm_cv`).
     cv: Condvar,
     /// One magazine cache per multiple of the quantum up to `qcache_max`.
@@ -39,7 +38,7 @@ pub(crate) struct Core<A: Allocator + Clone + Send + Sync, S: Source> {
 
 /// How long an allocation may wait for resources.
 #[derive(Clone, Copy)]
-enum Wait {
+pub(crate) enum Wait {
     /// Fail at once (`M_NOWAIT`).
     No,
     /// Wait until the deadline, or for ever (`M_WAITOK`).
@@ -204,7 +203,7 @@ where
     /// [`place_slow`](Self::place_slow); `drain` says whether arena
     /// pressure may drain the quantum caches (not when a quantum cache is
     /// importing).
-    fn place_slow_from(
+    pub(crate) fn place_slow_from(
         &self,
         req: &Request,
         policy: Policy,
@@ -328,7 +327,7 @@ where
     }
 
     #[inline]
-    fn wake(&self, g: &Arena<A>) {
+    pub(crate) fn wake(&self, g: &Arena<A>) {
         if g.waiters != 0 {
             self.cv.notify_all();
         }
@@ -403,83 +402,6 @@ where
     /// [`VmemError::Corrupt`] naming the tag's address and the broken rule.
     pub fn check(&self) -> Result<(), VmemError> {
         self.arena.lock().check()
-    }
-
-    /// Fills `out` with segments of `size` bytes (rounded) for a quantum
-    /// cache (the seed's `qc_import`), under one lock; if none is free,
-    /// imports from the source once. Returns how many it filled.
-    pub(crate) fn alloc_batch(&self, size: usize, out: &mut [MaybeUninit<usize>]) -> usize {
-        let req = Request::plain(size, self.quantum());
-        let mut n = 0;
-        {
-            let mut g = self.arena.lock();
-            while n < out.len() && g.reserve().is_ok() {
-                let Some(x) = g.alloc(&req, Policy::InstantFit) else {
-                    break;
-                };
-                g.counters.instant_fit += 1;
-                out[n].write(x);
-                n += 1;
-            }
-        }
-        if n == 0
-            && !out.is_empty()
-            && let Ok(x) = self.place_slow_from(&req, Policy::InstantFit, Wait::No, false)
-        {
-            out[0].write(x);
-            n = 1;
-        }
-        n
-    }
-
-    /// Frees segments of `size` bytes that a quantum cache gives back (the
-    /// seed's `qc_release`), under one lock but for span releases.
-    ///
-    /// # Panics
-    ///
-    /// If one is not allocated: a quantum cache only holds busy segments,
-    /// so this means a segment was freed twice through the cache.
-    pub(crate) fn free_batch(&self, size: usize, items: &[usize]) {
-        let mut g = self.arena.lock();
-        for &x in items {
-            match g.free(x, size, size) {
-                Ok(None) => g.counters.frees += 1,
-                Ok(Some((base, span))) => {
-                    g.counters.frees += 1;
-                    g.counters.releases += 1;
-                    MutexGuard::unlocked(&mut g, || self.source.release(base, span));
-                }
-                Err(e) => panic!("{e} (freed twice through a quantum cache)"),
-            }
-        }
-        self.wake(&g);
-    }
-
-    /// Whether `[addr, addr + size)` is exactly a busy segment; the debug
-    /// check of a free that goes to a quantum cache.
-    pub(crate) fn check_busy(
-        &self,
-        addr: usize,
-        size: usize,
-        asked: usize,
-    ) -> Result<(), VmemError> {
-        let mut g = self.arena.lock();
-        let err = match g.hash.find(&g.tags, addr) {
-            None => VmemError::NotAllocated {
-                arena: self.name,
-                addr,
-                size: asked,
-            },
-            Some((_, t)) if g.tags.get(t).size != size => VmemError::WrongSize {
-                arena: self.name,
-                addr,
-                size: asked,
-                allocated: g.tags.get(t).size,
-            },
-            Some(_) => return Ok(()),
-        };
-        g.counters.bad_frees += 1;
-        Err(err)
     }
 
     /// A snapshot of the arena's sizes and counters (`vmem_size` and more).

@@ -18,7 +18,10 @@ use allocator_api2::vec::Vec;
 use kmem_magazine::{Backend, Config, Magazines, Mode};
 
 use crate::error::VmemError;
-use crate::inner::Core;
+use kmem_sys::sync::MutexGuard;
+
+use crate::fit::{Policy, Request};
+use crate::inner::{Core, Wait};
 use crate::source::Source;
 
 /// The backend of one quantum cache: segments of `size` bytes from the
@@ -143,5 +146,86 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> QCaches<A, S> {
                 (m.full_magazines + m.empty_magazines) * (m.magazine_size + 1) * size_of::<usize>();
         }
         s
+    }
+}
+
+/// The arena side of the quantum caches: batch import and release, and the
+/// debug check of a cached free.
+impl<A: Allocator + Clone + Send + Sync, S: Source> Core<A, S> {
+    /// Fills `out` with segments of `size` bytes (rounded) for a quantum
+    /// cache (the seed's `qc_import`), under one lock; if none is free,
+    /// imports from the source once. Returns how many it filled.
+    pub(crate) fn alloc_batch(&self, size: usize, out: &mut [MaybeUninit<usize>]) -> usize {
+        let req = Request::plain(size, self.quantum());
+        let mut n = 0;
+        {
+            let mut g = self.arena.lock();
+            while n < out.len() && g.reserve().is_ok() {
+                let Some(x) = g.alloc(&req, Policy::InstantFit) else {
+                    break;
+                };
+                g.counters.instant_fit += 1;
+                out[n].write(x);
+                n += 1;
+            }
+        }
+        if n == 0
+            && !out.is_empty()
+            && let Ok(x) = self.place_slow_from(&req, Policy::InstantFit, Wait::No, false)
+        {
+            out[0].write(x);
+            n = 1;
+        }
+        n
+    }
+
+    /// Frees segments of `size` bytes that a quantum cache gives back (the
+    /// seed's `qc_release`), under one lock but for span releases.
+    ///
+    /// # Panics
+    ///
+    /// If one is not allocated: a quantum cache only holds busy segments,
+    /// so this means a segment was freed twice through the cache.
+    pub(crate) fn free_batch(&self, size: usize, items: &[usize]) {
+        let mut g = self.arena.lock();
+        for &x in items {
+            match g.free(x, size, size) {
+                Ok(None) => g.counters.frees += 1,
+                Ok(Some((base, span))) => {
+                    g.counters.frees += 1;
+                    g.counters.releases += 1;
+                    MutexGuard::unlocked(&mut g, || self.source.release(base, span));
+                }
+                Err(e) => panic!("{e} (freed twice through a quantum cache)"),
+            }
+        }
+        self.wake(&g);
+    }
+
+    /// Whether `[addr, addr + size)` is exactly a busy segment; the debug
+    /// check of a free that goes to a quantum cache.
+    pub(crate) fn check_busy(
+        &self,
+        addr: usize,
+        size: usize,
+        asked: usize,
+    ) -> Result<(), VmemError> {
+        let mut g = self.arena.lock();
+        let err = match g.hash.find(&g.tags, addr) {
+            None => VmemError::NotAllocated {
+                arena: self.name,
+                addr,
+                size: asked,
+            },
+            Some((_, t)) if g.tags.get(t).size != size => VmemError::WrongSize {
+                arena: self.name,
+                addr,
+                size: asked,
+                allocated: g.tags.get(t).size,
+            },
+            Some(_) => return Ok(()),
+        };
+        g.counters.bad_frees += 1;
+        Err(err)
     }
 }

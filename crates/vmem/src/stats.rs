@@ -1,6 +1,12 @@
 //! Arena statistics: the seed's `vmem_size` figures and its DDB `show vmem`
 //! summary, plus per-operation counters.
 
+use allocator_api2::alloc::Allocator;
+
+use crate::arena::Arena;
+use crate::fit::{Policy, Request};
+use crate::tag::NIL;
+
 /// Event counters kept under the arena lock.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Counters {
@@ -92,4 +98,43 @@ pub struct VmemStats {
     pub hash_buckets: usize,
     /// Bytes of arena metadata: tags, hash table, quantum caches.
     pub metadata_bytes: usize,
+}
+
+/// Counting and summing, under the arena lock.
+impl<A: Allocator + Clone> Arena<A> {
+    /// Counts a successful allocation.
+    #[inline]
+    pub fn count_alloc(&mut self, req: &Request, policy: Policy) {
+        let c = &mut self.counters;
+        match policy {
+            Policy::InstantFit => c.instant_fit += 1,
+            Policy::BestFit => c.best_fit += 1,
+            Policy::NextFit => c.next_fit += 1,
+        }
+        if !req.is_plain(1 << self.qshift) {
+            c.constrained += 1;
+        }
+    }
+
+    /// The size of the largest free segment.
+    pub fn largest_free(&self) -> usize {
+        let Some(mut list) = self.free.first_nonempty(0) else {
+            return 0;
+        };
+        while let Some(higher) = self.free.first_nonempty(list + 1) {
+            list = higher;
+        }
+        let mut t = self.free.head(list);
+        let mut best = 0;
+        while t != NIL {
+            best = best.max(self.tags.get(t).size);
+            t = self.tags.get(t).lnext;
+        }
+        best
+    }
+
+    /// Bytes of metadata: tags and the hash table.
+    pub fn metadata_bytes(&self) -> usize {
+        self.tags.bytes() + self.hash.bytes()
+    }
 }
