@@ -1,0 +1,326 @@
+//! kmem-vmem beside its Rust peers on one workload.
+//!
+//! * `random N=<N>`: keep N live segments of 1..=64 quanta; each timed step
+//!   frees a random live segment and allocates a random size in its place
+//!   (time per free+alloc pair). Every subject replays the identical
+//!   sequence from the same seed. Subjects: `kmem-vmem instant` and
+//!   `kmem-vmem best` (the two policies), `kmem-vmem xalloc` (instant fit
+//!   with a 4-quantum alignment and a 64-quantum boundary not to cross),
+//!   `vmem 1.0` (best fit: its instant fit fails on this workload),
+//!   `range-alloc` and `offset-allocator`. Allocation failures are recorded
+//!   as `failures` rows (a failed slot stays empty until picked again), and
+//!   kmem-vmem's metadata bytes per live segment as `metadata` rows.
+//! * `qcache pair` / `arena pair`: alloc+free of 4 quanta through a quantum
+//!   cache and through the arena alone.
+
+use std::hint::black_box;
+use std::ptr::NonNull;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use kmem_benches::{Rng, id, quick, record};
+use kmem_vmem::{Constraints, Policy, Vmem};
+
+const SUITE: &str = "vmem";
+/// The quantum, in bytes, for the allocators that take byte sizes.
+const Q: usize = 16;
+const MAX_QUANTA: u64 = 64;
+const SEED: u64 = 0x5eed_0fa1;
+
+/// One allocator under test; sizes are in quanta.
+trait Subject {
+    type Handle: Copy;
+    fn alloc(&mut self, quanta: usize) -> Option<Self::Handle>;
+    fn free(&mut self, h: Self::Handle, quanta: usize);
+}
+
+/// The live set and the replayable sequence.
+struct Workload<S: Subject> {
+    subject: S,
+    live: Vec<Option<(S::Handle, usize)>>,
+    rng: Rng,
+    failures: u64,
+}
+
+impl<S: Subject> Workload<S> {
+    fn new(mut subject: S, n: usize) -> Self {
+        let mut rng = Rng::new(SEED);
+        let mut failures = 0;
+        let live = (0..n)
+            .map(|_| {
+                let q = rng.below(MAX_QUANTA) as usize + 1;
+                let h = subject.alloc(q);
+                failures += u64::from(h.is_none());
+                h.map(|h| (h, q))
+            })
+            .collect();
+        Workload {
+            subject,
+            live,
+            rng,
+            failures,
+        }
+    }
+
+    #[inline]
+    fn pair(&mut self) {
+        let i = self.rng.below(self.live.len() as u64) as usize;
+        if let Some((h, q)) = self.live[i].take() {
+            self.subject.free(h, q);
+        }
+        let q = self.rng.below(MAX_QUANTA) as usize + 1;
+        match self.subject.alloc(q) {
+            Some(h) => self.live[i] = Some((h, q)),
+            None => self.failures += 1,
+        }
+    }
+}
+
+/// kmem-vmem with a policy and optional constraints.
+struct Ours {
+    arena: Vmem,
+    policy: Policy,
+    constraints: Option<Constraints>,
+}
+
+impl Ours {
+    fn new(n: usize, policy: Policy, constraints: Option<Constraints>) -> Self {
+        let arena = Vmem::builder("bench")
+            .span(0, n * 2 * MAX_QUANTA as usize * Q)
+            .quantum(Q)
+            .build()
+            .expect("arena");
+        Ours {
+            arena,
+            policy,
+            constraints,
+        }
+    }
+}
+
+impl Subject for Ours {
+    type Handle = usize;
+    #[inline]
+    fn alloc(&mut self, quanta: usize) -> Option<usize> {
+        match &self.constraints {
+            None => self.arena.alloc(quanta * Q, self.policy).ok(),
+            Some(c) => self.arena.xalloc(quanta * Q, c, self.policy).ok(),
+        }
+    }
+    #[inline]
+    fn free(&mut self, h: usize, quanta: usize) {
+        self.arena.xfree(h, quanta * Q).expect("free");
+    }
+}
+
+/// The `vmem` 1.0 crate needs a lock type and a tag allocator of ours.
+#[derive(Default)]
+struct PlLock(parking_lot::Mutex<()>);
+
+// SAFETY: the guard is a real mutex guard: one holder at a time.
+unsafe impl vmem::Lock for PlLock {
+    type Guard<'a> = parking_lot::MutexGuard<'a, ()>;
+    fn lock(&self) -> Self::Guard<'_> {
+        self.0.lock()
+    }
+}
+
+/// One boundary tag per global allocation, as the crate intends.
+struct BtAlloc;
+
+// SAFETY: allocate/deallocate pair through the global allocator with the
+// layout of a tag.
+unsafe impl vmem::Allocator for BtAlloc {
+    fn allocate(&self) -> Option<NonNull<vmem::Bt>> {
+        // SAFETY: a tag has a non-zero size.
+        NonNull::new(unsafe { std::alloc::alloc(std::alloc::Layout::new::<vmem::Bt>()) }.cast())
+    }
+    unsafe fn deallocate(&self, ptr: NonNull<vmem::Bt>) {
+        // SAFETY: `ptr` came from `allocate` with this layout.
+        unsafe { std::alloc::dealloc(ptr.as_ptr().cast(), std::alloc::Layout::new::<vmem::Bt>()) }
+    }
+}
+
+struct Vmem1 {
+    arena: vmem::Arena<'static, 'static, BtAlloc, PlLock>,
+    policy: vmem::AllocPolicy,
+}
+
+impl Vmem1 {
+    fn new(n: usize, policy: vmem::AllocPolicy) -> Self {
+        let arena = vmem::Arena::create("bench", Q, None, BtAlloc).expect("vmem 1.0 arena");
+        // Base Q: the crate reserves nothing, but keep 0 out of its way.
+        arena
+            .add_span(Q, n * 2 * MAX_QUANTA as usize * Q)
+            .expect("vmem 1.0 span");
+        Vmem1 { arena, policy }
+    }
+}
+
+impl Subject for Vmem1 {
+    type Handle = usize;
+    fn alloc(&mut self, quanta: usize) -> Option<usize> {
+        self.arena.alloc(quanta * Q, self.policy).ok()
+    }
+    fn free(&mut self, h: usize, _quanta: usize) {
+        self.arena.free(h).expect("vmem 1.0 free");
+    }
+}
+
+struct RangeAlloc(range_alloc::RangeAllocator<u64>);
+
+impl Subject for RangeAlloc {
+    type Handle = u64;
+    fn alloc(&mut self, quanta: usize) -> Option<u64> {
+        self.0.allocate_range(quanta as u64).ok().map(|r| r.start)
+    }
+    fn free(&mut self, h: u64, quanta: usize) {
+        self.0.free_range(h..h + quanta as u64);
+    }
+}
+
+struct OffsetAlloc(offset_allocator::Allocator<u32>);
+
+impl Subject for OffsetAlloc {
+    type Handle = offset_allocator::Allocation<u32>;
+    fn alloc(&mut self, quanta: usize) -> Option<Self::Handle> {
+        self.0.allocate(quanta as u32)
+    }
+    fn free(&mut self, h: Self::Handle, _quanta: usize) {
+        self.0.free(h);
+    }
+}
+
+fn run<S: Subject>(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    n: usize,
+    name: &str,
+    s: S,
+) -> Workload<S> {
+    let mut w = Workload::new(s, n);
+    c.bench_function(id(&format!("random N={n}"), name), |b| b.iter(|| w.pair()));
+    record(
+        SUITE,
+        &format!("random N={n}"),
+        name,
+        "failures",
+        w.failures as f64,
+        "count",
+    );
+    w
+}
+
+fn random(c: &mut Criterion) {
+    let mut g = c.benchmark_group(SUITE);
+    // Quick mode keeps every N (the curve needs them) but counts the
+    // failures of vmem 1.0's instant fit over fewer pairs.
+    let probe = if quick() { 2_000 } else { 10_000 };
+    for n in [10, 1000, 100_000, 1_000_000] {
+        let bench = format!("random N={n}");
+        let w = run(
+            &mut g,
+            n,
+            "kmem-vmem instant",
+            Ours::new(n, Policy::InstantFit, None),
+        );
+        let s = w.subject.arena.stats();
+        let per = s.metadata_bytes as f64 / s.busy_segments.max(1) as f64;
+        record(
+            SUITE,
+            &bench,
+            "kmem-vmem instant",
+            "metadata per segment",
+            per,
+            "bytes",
+        );
+        drop(w);
+        run(
+            &mut g,
+            n,
+            "kmem-vmem best",
+            Ours::new(n, Policy::BestFit, None),
+        );
+        let cons = Constraints {
+            align: 4 * Q,
+            nocross: MAX_QUANTA as usize * Q,
+            ..Constraints::default()
+        };
+        run(
+            &mut g,
+            n,
+            "kmem-vmem xalloc",
+            Ours::new(n, Policy::InstantFit, Some(cons)),
+        );
+        let cap = (n * 2 * MAX_QUANTA as usize) as u32;
+        let oa = offset_allocator::Allocator::with_max_allocs(cap, (2 * n + 1024) as u32);
+        run(&mut g, n, "offset-allocator", OffsetAlloc(oa));
+        if n <= 100_000 {
+            let ra = range_alloc::RangeAllocator::new(0..u64::from(cap));
+            run(&mut g, n, "range-alloc", RangeAlloc(ra));
+            run(
+                &mut g,
+                n,
+                "vmem 1.0",
+                Vmem1::new(n, vmem::AllocPolicy::BestFit),
+            );
+            // Its instant fit is not timed: count how often it fails on the
+            // same sequence instead.
+            let mut w = Workload::new(Vmem1::new(n, vmem::AllocPolicy::InstantFit), n);
+            for _ in 0..probe {
+                w.pair();
+            }
+            record(
+                SUITE,
+                &bench,
+                "vmem 1.0 instant",
+                "failures",
+                w.failures as f64,
+                "count",
+            );
+        }
+    }
+    g.finish();
+}
+
+fn qcache(c: &mut Criterion) {
+    let mut g = c.benchmark_group(SUITE);
+    let build = |qcache_max| {
+        Vmem::builder("pair")
+            .span(0, 1 << 30)
+            .quantum(Q)
+            .qcache_max(qcache_max)
+            .build()
+            .expect("arena")
+    };
+    // A few live segments so the arena is not trivially empty.
+    let fill = |a: &Vmem| {
+        let mut rng = Rng::new(SEED);
+        for _ in 0..1000 {
+            a.xalloc(
+                (rng.below(MAX_QUANTA) as usize + 1) * Q,
+                &Constraints::default(),
+                Policy::InstantFit,
+            )
+            .expect("fill");
+        }
+    };
+    let cached = build(16 * Q);
+    fill(&cached);
+    g.bench_function(id("qcache pair", "kmem-vmem"), |b| {
+        b.iter(|| {
+            let x = cached.alloc(4 * Q, Policy::InstantFit).expect("alloc");
+            cached.free(black_box(x), 4 * Q).expect("free");
+        })
+    });
+    let plain = build(0);
+    fill(&plain);
+    g.bench_function(id("arena pair", "kmem-vmem"), |b| {
+        b.iter(|| {
+            let x = plain.alloc(4 * Q, Policy::InstantFit).expect("alloc");
+            plain.free(black_box(x), 4 * Q).expect("free");
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, random, qcache);
+criterion_main!(benches);

@@ -1,0 +1,231 @@
+//! Quantum caches (the seed's `qc_init`, `qc_import`, `qc_release`,
+//! `qc_drain`): for each size from one quantum up to `qcache_max`, a
+//! magazine layer from `kmem-magazine` whose items are segment addresses and
+//! whose backend allocates and frees whole batches in the arena under one
+//! lock each.
+//!
+//! Cached segments stay busy in the arena; a cache hit touches only the
+//! per-CPU magazine, never the arena lock. The caches use the magazine
+//! layer's per-CPU front end, the seed's shape, so that arena pressure can
+//! drain every cached segment ([`QCaches::drain`] purges every CPU slot and
+//! the depot) before an allocation fails.
+
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+
+use allocator_api2::alloc::Allocator;
+use allocator_api2::vec::Vec;
+use kmem_magazine::{Backend, Config, Magazines, Mode};
+
+use crate::error::VmemError;
+use kmem_sys::sync::MutexGuard;
+
+use crate::fit::{Policy, Request};
+use crate::inner::{Core, Wait};
+use crate::source::Source;
+
+/// The backend of one quantum cache: segments of `size` bytes from the
+/// arena core at a fixed address.
+pub(crate) struct QcBackend<A: Allocator + Clone + Send + Sync, S: Source> {
+    core: NonNull<Core<A, S>>,
+    size: usize,
+}
+
+// SAFETY: the backend only ever takes shared references to the core, which
+// is `Sync` under these bounds and outlives every quantum cache (the `Vmem`
+// drops its caches before its core).
+unsafe impl<A: Allocator + Clone + Send + Sync, S: Source> Send for QcBackend<A, S> {}
+// SAFETY: as for `Send`.
+unsafe impl<A: Allocator + Clone + Send + Sync, S: Source> Sync for QcBackend<A, S> {}
+
+impl<A: Allocator + Clone + Send + Sync, S: Source> Backend for QcBackend<A, S> {
+    type Item = usize;
+
+    fn import(&self, out: &mut [MaybeUninit<usize>]) -> usize {
+        // SAFETY: the core outlives the caches (see the `Send` impl).
+        unsafe { self.core.as_ref() }.alloc_batch(self.size, out)
+    }
+
+    fn release(&self, items: &[usize]) {
+        // SAFETY: as in `import`.
+        unsafe { self.core.as_ref() }.free_batch(self.size, items)
+    }
+}
+
+/// Totals over the quantum caches for [`VmemStats`](crate::VmemStats).
+#[derive(Default)]
+pub(crate) struct QcStats {
+    pub allocs: u64,
+    pub frees: u64,
+    pub cached_bytes: usize,
+    pub metadata_bytes: usize,
+}
+
+/// The quantum caches of one arena, indexed by size in quanta minus one.
+pub(crate) struct QCaches<A: Allocator + Clone + Send + Sync, S: Source> {
+    caches: Vec<Magazines<QcBackend<A, S>, A>, A>,
+}
+
+impl<A: Allocator + Clone + Send + Sync, S: Source> QCaches<A, S> {
+    pub fn new(alloc: A) -> Self {
+        QCaches {
+            caches: Vec::new_in(alloc),
+        }
+    }
+
+    /// Creates `quanta` caches over the core at `core`.
+    ///
+    /// # Safety
+    ///
+    /// `core` must point at a live `Core` that outlives these caches.
+    pub unsafe fn fill(
+        &mut self,
+        core: NonNull<Core<A, S>>,
+        name: &str,
+        qshift: u32,
+        quanta: usize,
+    ) -> Result<(), VmemError> {
+        let alloc = self.caches.allocator().clone();
+        let no_meta = || VmemError::NoMetadata {
+            arena: crate::ArenaName::new(name),
+        };
+        self.caches
+            .try_reserve_exact(quanta)
+            .map_err(|_| no_meta())?;
+        for i in 1..=quanta {
+            let size = i << qshift;
+            // The seed names each cache "<arena>-<size>"; the magazine layer
+            // keeps a short inline name, so the arena name alone is used.
+            let config = Config::new(name, size).mode(Mode::PerCpu);
+            let backend = QcBackend { core, size };
+            let cache = Magazines::new_in(backend, config, alloc.clone()).map_err(|_| no_meta())?;
+            self.caches.push(cache);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.caches.is_empty()
+    }
+
+    /// The largest size cached, in bytes.
+    pub fn max(&self) -> usize {
+        self.caches.last().map_or(0, |c| c.backend().size)
+    }
+
+    /// The cache for segments of `quanta` quanta, if there is one.
+    #[inline]
+    pub fn get(&self, quanta: usize) -> Option<&Magazines<QcBackend<A, S>, A>> {
+        self.caches.get(quanta.wrapping_sub(1))
+    }
+
+    /// Returns every cached segment to the arena (`qc_drain`).
+    #[cold]
+    pub fn drain(&self) {
+        for c in self.caches.iter() {
+            c.purge();
+        }
+    }
+
+    /// Takes the caches out, leaving none; dropping the result returns
+    /// what they hold to the arena.
+    pub fn take(&mut self) -> Self {
+        let alloc = self.caches.allocator().clone();
+        core::mem::replace(self, QCaches::new(alloc))
+    }
+
+    pub fn stats(&self) -> QcStats {
+        let mut s = QcStats::default();
+        for c in self.caches.iter() {
+            let m = c.stats();
+            s.allocs += m.counts.alloc_hits;
+            s.frees += m.counts.free_hits;
+            s.cached_bytes += m.cached * c.backend().size;
+            s.metadata_bytes +=
+                (m.full_magazines + m.empty_magazines) * (m.magazine_size + 1) * size_of::<usize>();
+        }
+        s
+    }
+}
+
+/// The arena side of the quantum caches: batch import and release, and the
+/// debug check of a cached free.
+impl<A: Allocator + Clone + Send + Sync, S: Source> Core<A, S> {
+    /// Fills `out` with segments of `size` bytes (rounded) for a quantum
+    /// cache (the seed's `qc_import`), under one lock; if none is free,
+    /// imports from the source once. Returns how many it filled.
+    pub(crate) fn alloc_batch(&self, size: usize, out: &mut [MaybeUninit<usize>]) -> usize {
+        let req = Request::plain(size, self.quantum());
+        let mut n = 0;
+        {
+            let mut g = self.arena.lock();
+            while n < out.len() && g.reserve().is_ok() {
+                let Some(x) = g.alloc(&req, Policy::InstantFit) else {
+                    break;
+                };
+                g.counters.instant_fit += 1;
+                out[n].write(x);
+                n += 1;
+            }
+        }
+        if n == 0
+            && !out.is_empty()
+            && let Ok(x) = self.place_slow_from(&req, Policy::InstantFit, Wait::No, false)
+        {
+            out[0].write(x);
+            n = 1;
+        }
+        n
+    }
+
+    /// Frees segments of `size` bytes that a quantum cache gives back (the
+    /// seed's `qc_release`), under one lock but for span releases.
+    ///
+    /// # Panics
+    ///
+    /// If one is not allocated: a quantum cache only holds busy segments,
+    /// so this means a segment was freed twice through the cache.
+    pub(crate) fn free_batch(&self, size: usize, items: &[usize]) {
+        let mut g = self.arena.lock();
+        for &x in items {
+            match g.free(x, size, size) {
+                Ok(None) => g.counters.frees += 1,
+                Ok(Some((base, span))) => {
+                    g.counters.frees += 1;
+                    g.counters.releases += 1;
+                    MutexGuard::unlocked(&mut g, || self.source.release(base, span));
+                }
+                Err(e) => panic!("{e} (freed twice through a quantum cache)"),
+            }
+        }
+        self.wake(&g);
+    }
+
+    /// Whether `[addr, addr + size)` is exactly a busy segment; the debug
+    /// check of a free that goes to a quantum cache.
+    pub(crate) fn check_busy(
+        &self,
+        addr: usize,
+        size: usize,
+        asked: usize,
+    ) -> Result<(), VmemError> {
+        let mut g = self.arena.lock();
+        let err = match g.hash.find(&g.tags, addr) {
+            None => VmemError::NotAllocated {
+                arena: self.name,
+                addr,
+                size: asked,
+            },
+            Some((_, t)) if g.tags.get(t).size != size => VmemError::WrongSize {
+                arena: self.name,
+                addr,
+                size: asked,
+                allocated: g.tags.get(t).size,
+            },
+            Some(_) => return Ok(()),
+        };
+        g.counters.bad_frees += 1;
+        Err(err)
+    }
+}

@@ -1,0 +1,272 @@
+//! [`Vmem`], the public arena: the quantum caches in front of the core
+//! (the seed's `vmem_alloc` / `vmem_free` choosing between `qc_cache` and
+//! `vmem_xalloc` / `vmem_xfree`).
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::time::Duration;
+
+use allocator_api2::alloc::{Allocator, Global};
+
+use crate::error::VmemError;
+use crate::fit::{Constraints, Policy};
+use crate::inner::Core;
+use crate::source::{NoSource, Source};
+use crate::stats::VmemStats;
+
+/// A resource arena: hands out ranges of `usize` (addresses, IDs, offsets)
+/// in multiples of its quantum. See the [crate docs](crate) for the theory;
+/// build one with [`Vmem::builder`].
+///
+/// `A` is the allocator its metadata comes from, `S` the [`Source`] it
+/// imports spans from. Every method takes `&self`; share an arena between
+/// threads with an `Arc`, a reference or a `static`.
+pub struct Vmem<A: Allocator + Clone + Send + Sync = Global, S: Source = NoSource> {
+    /// The core, allocated from `alloc` at a fixed address because the
+    /// quantum caches' backends point at it.
+    core: NonNull<Core<A, S>>,
+    qshift: u32,
+    qcache_max: usize,
+    alloc: A,
+}
+
+// SAFETY: the core is owned by this value and is `Send` and `Sync` under
+// these bounds (its state is behind its lock, its caches are `Sync`).
+unsafe impl<A: Allocator + Clone + Send + Sync, S: Source> Send for Vmem<A, S> {}
+// SAFETY: as for `Send`: all shared access to the core goes through `&Core`.
+unsafe impl<A: Allocator + Clone + Send + Sync, S: Source> Sync for Vmem<A, S> {}
+
+impl<A, S> Vmem<A, S>
+where
+    A: Allocator + Clone + Send + Sync,
+    S: Source,
+{
+    /// Places `core` in memory from `alloc` and puts `qcache_quanta`
+    /// quantum caches in front of it.
+    pub(crate) fn new_in(
+        core: Core<A, S>,
+        qcache_quanta: usize,
+        alloc: A,
+    ) -> Result<Self, VmemError> {
+        let arena = core.name_raw();
+        let no_meta = || VmemError::NoMetadata { arena };
+        let qshift = core.quantum().trailing_zeros();
+        let ptr = alloc
+            .allocate(Layout::new::<Core<A, S>>())
+            .map_err(|_| no_meta())?
+            .cast::<Core<A, S>>();
+        // SAFETY: a fresh allocation with the layout of `Core`.
+        unsafe { ptr.as_ptr().write(core) };
+        let vmem = Vmem {
+            core: ptr,
+            qshift,
+            qcache_max: qcache_quanta << qshift,
+            alloc,
+        };
+        // SAFETY: nothing else refers to the core yet, so this is the only
+        // reference; the caches get the pointer, and `Drop` clears them
+        // before it frees the core.
+        let filled = unsafe {
+            (*ptr.as_ptr())
+                .qcaches
+                .fill(ptr, arena.as_str(), qshift, qcache_quanta)
+        };
+        filled.map(|()| vmem)
+    }
+
+    #[inline(always)]
+    fn core(&self) -> &Core<A, S> {
+        // SAFETY: the core is live until `drop` and only shared from here.
+        unsafe { self.core.as_ref() }
+    }
+
+    /// The arena's name.
+    pub fn name(&self) -> &str {
+        self.core().name()
+    }
+
+    /// The arena's quantum.
+    #[inline]
+    pub fn quantum(&self) -> usize {
+        1 << self.qshift
+    }
+
+    /// Allocates `size` bytes (rounded up to the quantum) placed by
+    /// `policy`, without waiting (`vmem_alloc(..., M_NOWAIT)`). Sizes up to
+    /// `qcache_max` come from the quantum cache of that size, whatever the
+    /// policy, unless it is empty and the arena has no room for a new batch.
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::Exhausted`] when no free segment, import, quantum-cache
+    /// drain or reclaim can satisfy it; [`VmemError::InvalidSize`] for 0.
+    #[inline]
+    pub fn alloc(&self, size: usize, policy: Policy) -> Result<usize, VmemError> {
+        match self.qcache_alloc(size) {
+            Some(x) => Ok(x),
+            None => self.core().alloc(size, policy),
+        }
+    }
+
+    /// A segment from the quantum cache for `size`, if it has one to give.
+    #[inline]
+    fn qcache_alloc(&self, size: usize) -> Option<usize> {
+        if size > self.qcache_max || size == 0 {
+            return None;
+        }
+        let quanta = (size + self.quantum() - 1) >> self.qshift;
+        self.core().qcaches.get(quanta)?.alloc()
+    }
+
+    /// Allocates `size` bytes placed within the constraints `c`
+    /// (`vmem_xalloc`); see [`Constraints`] for what each field means. It
+    /// never uses the quantum caches.
+    ///
+    /// # Errors
+    ///
+    /// As [`alloc`](Self::alloc), and [`VmemError::InvalidConstraints`] for
+    /// constraints that are malformed or can never be met.
+    pub fn xalloc(&self, size: usize, c: &Constraints, policy: Policy) -> Result<usize, VmemError> {
+        self.core().xalloc(size, c, policy)
+    }
+
+    /// Like [`alloc`](Self::alloc), but when the arena is exhausted waits
+    /// for a free, an [`add`](Self::add) or an import to make room
+    /// (`M_WAITOK`): for ever if `timeout` is `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::TimedOut`] when the timeout passes first.
+    pub fn alloc_wait(
+        &self,
+        size: usize,
+        policy: Policy,
+        timeout: Option<Duration>,
+    ) -> Result<usize, VmemError> {
+        match self.qcache_alloc(size) {
+            Some(x) => Ok(x),
+            None => self.core().alloc_wait(size, policy, timeout),
+        }
+    }
+
+    /// Like [`xalloc`](Self::xalloc), waiting as
+    /// [`alloc_wait`](Self::alloc_wait) does.
+    ///
+    /// # Errors
+    ///
+    /// As [`xalloc`](Self::xalloc), and [`VmemError::TimedOut`].
+    pub fn xalloc_wait(
+        &self,
+        size: usize,
+        c: &Constraints,
+        policy: Policy,
+        timeout: Option<Duration>,
+    ) -> Result<usize, VmemError> {
+        self.core().xalloc_wait(size, c, policy, timeout)
+    }
+
+    /// Frees the segment `[addr, addr + size)` that [`alloc`](Self::alloc)
+    /// returned (`vmem_free`). Sizes up to `qcache_max` go back to their
+    /// quantum cache.
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::NotAllocated`] or [`VmemError::WrongSize`] if that is
+    /// not exactly an allocated segment; the arena is left unchanged. For
+    /// quantum-cached sizes this check runs in debug builds only (it takes
+    /// the arena lock the caches exist to avoid), and a double free into a
+    /// quantum cache is caught only when the cache hands the segment back.
+    #[inline]
+    pub fn free(&self, addr: usize, size: usize) -> Result<(), VmemError> {
+        if size <= self.qcache_max && size != 0 {
+            let rounded = (size + self.quantum() - 1) & !(self.quantum() - 1);
+            if let Some(qc) = self.core().qcaches.get(rounded >> self.qshift) {
+                #[cfg(debug_assertions)]
+                self.core().check_busy(addr, rounded, size)?;
+                qc.free(addr);
+                return Ok(());
+            }
+        }
+        self.core().xfree(addr, size)
+    }
+
+    /// Frees a segment that [`xalloc`](Self::xalloc) returned
+    /// (`vmem_xfree`), merging it with free neighbours; a span imported from
+    /// the source is released once it is wholly free. Never goes through
+    /// the quantum caches.
+    ///
+    /// # Errors
+    ///
+    /// As [`free`](Self::free), checked in every build.
+    #[inline]
+    pub fn xfree(&self, addr: usize, size: usize) -> Result<(), VmemError> {
+        self.core().xfree(addr, size)
+    }
+
+    /// Adds the span `[base, base + size)` to the arena, wholly free
+    /// (`vmem_add`). It is never released to the source.
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::InvalidSpan`] if it is empty, not a multiple of the
+    /// quantum, wraps past `usize::MAX` or overlaps a span of the arena.
+    pub fn add(&self, base: usize, size: usize) -> Result<(), VmemError> {
+        self.core().add(base, size)
+    }
+
+    /// Returns every segment the quantum caches hold to the arena
+    /// (`qc_drain`); allocation does this by itself before it fails.
+    pub fn drain_qcaches(&self) {
+        self.core().qcaches.drain();
+    }
+
+    /// Walks every invariant of the arena (address order, tiling of spans,
+    /// no overlap, no adjacent free segments, free lists and their bitmap,
+    /// the busy hash, the accounting) and reports the first violation.
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::Corrupt`] naming the tag's address and the broken rule.
+    pub fn check(&self) -> Result<(), VmemError> {
+        self.core().check()
+    }
+
+    /// A snapshot of the arena's sizes and counters (`vmem_size` and more).
+    pub fn stats(&self) -> VmemStats {
+        self.core().stats()
+    }
+}
+
+impl<A: Allocator + Clone + Send + Sync, S: Source> Drop for Vmem<A, S> {
+    fn drop(&mut self) {
+        let p = self.core.as_ptr();
+        // SAFETY: the core is live. The `&mut` to its caches ends once they
+        // are moved out; dropping them returns their segments through shared
+        // references to the core, valid until `drop_in_place` below.
+        unsafe {
+            let caches = (*p).qcaches.take();
+            drop(caches);
+            p.drop_in_place();
+            self.alloc
+                .deallocate(self.core.cast(), Layout::new::<Core<A, S>>());
+        }
+    }
+}
+
+/// A child arena imports from its parent through `alloc` and releases with
+/// `free` (the seed's `vmem_create(..., vmem_alloc, vmem_free, parent)`).
+impl<A, S> Source for Vmem<A, S>
+where
+    A: Allocator + Clone + Send + Sync,
+    S: Source,
+{
+    fn import(&self, size: usize) -> Option<usize> {
+        self.alloc(size, Policy::InstantFit).ok()
+    }
+
+    fn release(&self, base: usize, size: usize) {
+        if let Err(e) = self.free(base, size) {
+            panic!("vmem: a child arena released a span its parent did not give: {e}");
+        }
+    }
+}

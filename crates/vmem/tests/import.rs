@@ -1,0 +1,328 @@
+//! Nested arenas, user import/release callbacks, the limit, reclaim,
+//! blocking allocation, and the metadata allocator.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use allocator_api2::alloc::{AllocError, Allocator, Global, Layout};
+use kmem_vmem::{ImportFns, Policy, Vmem, VmemError};
+
+#[test]
+fn a_child_imports_from_its_parent_and_releases_whole_spans() {
+    let parent = Arc::new(
+        Vmem::builder("parent")
+            .span(0x10_0000, 0x10_0000)
+            .quantum(0x1000)
+            .build()
+            .unwrap(),
+    );
+    let child = Vmem::builder("child")
+        .quantum(0x1000)
+        .source(parent.clone(), 0x1_0000)
+        .build()
+        .unwrap();
+    let a = child.alloc(0x1000, Policy::InstantFit).unwrap();
+    let b = child.alloc(0x1000, Policy::BestFit).unwrap();
+    assert_eq!(child.stats().imports, 1, "one 64 KiB import serves both");
+    assert_eq!(parent.stats().allocated, 0x1_0000);
+    let big = child.alloc(0x2_1000, Policy::InstantFit).unwrap();
+    assert_eq!(child.stats().imports, 2);
+    assert_eq!(parent.stats().allocated, 0x1_0000 + 0x3_0000);
+    child.check().unwrap();
+    child.free(big, 0x2_1000).unwrap();
+    assert_eq!(child.stats().releases, 1);
+    child.free(a, 0x1000).unwrap();
+    assert_eq!(parent.stats().allocated, 0x1_0000);
+    child.free(b, 0x1000).unwrap();
+    let s = child.stats();
+    assert_eq!((s.total, s.imported, s.spans, s.releases), (0, 0, 0, 2));
+    assert_eq!(parent.stats().allocated, 0);
+    parent.check().unwrap();
+    child.check().unwrap();
+}
+
+#[test]
+fn an_aligned_request_imports_a_padded_span() {
+    let parent = Vmem::builder("p")
+        .span(0x1000, 1 << 24)
+        .quantum(0x1000)
+        .build()
+        .unwrap();
+    let child = Vmem::builder("c")
+        .quantum(0x1000)
+        .source(&parent, 0x1000)
+        .build()
+        .unwrap();
+    let c = kmem_vmem::Constraints {
+        align: 0x10_0000,
+        ..Default::default()
+    };
+    let x = child.xalloc(0x1000, &c, Policy::InstantFit).unwrap();
+    assert_eq!(x % 0x10_0000, 0);
+    assert_eq!(child.stats().imported, 2 * 0x10_0000 + 0x1000);
+    child.xfree(x, 0x1000).unwrap();
+    assert_eq!(parent.stats().allocated, 0);
+}
+
+#[test]
+fn user_callbacks_see_every_import_and_release() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let next = Arc::new(AtomicUsize::new(0x4000_0000));
+    let (l1, l2, n) = (log.clone(), log.clone(), next.clone());
+    let fns = ImportFns::new(
+        move |size| {
+            let base = n.fetch_add(size, Ordering::Relaxed);
+            l1.lock().unwrap().push(("import", base, size));
+            Some(base)
+        },
+        move |base, size| l2.lock().unwrap().push(("release", base, size)),
+    );
+    let a = Vmem::builder("cb")
+        .quantum(16)
+        .source(fns, 0x100)
+        .build()
+        .unwrap();
+    let x = a.alloc(0x80, Policy::InstantFit).unwrap();
+    let y = a.alloc(0x180, Policy::InstantFit).unwrap();
+    a.free(x, 0x80).unwrap();
+    a.free(y, 0x180).unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            ("import", 0x4000_0000, 0x100),
+            ("import", 0x4000_0100, 0x200),
+            ("release", 0x4000_0000, 0x100),
+            ("release", 0x4000_0100, 0x200),
+        ]
+    );
+}
+
+#[test]
+fn a_failing_or_bogus_import_is_an_error_not_a_corruption() {
+    let a = Vmem::builder("none")
+        .quantum(16)
+        .source(ImportFns::new(|_| None, |_, _| {}), 0)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        a.alloc(16, Policy::InstantFit),
+        Err(VmemError::Exhausted { .. })
+    ));
+    assert_eq!(a.stats().import_failures, 1);
+    let released = Arc::new(AtomicUsize::new(0));
+    let r = released.clone();
+    let b = Vmem::builder("bogus")
+        .quantum(16)
+        .source(
+            ImportFns::new(
+                |_| Some(8),
+                move |_, _| {
+                    r.fetch_add(1, Ordering::Relaxed);
+                },
+            ),
+            0,
+        )
+        .build()
+        .unwrap();
+    assert!(matches!(
+        b.alloc(16, Policy::InstantFit),
+        Err(VmemError::InvalidSpan { .. })
+    ));
+    assert_eq!(
+        released.load(Ordering::Relaxed),
+        1,
+        "the bad span went back"
+    );
+    b.check().unwrap();
+}
+
+#[test]
+fn the_limit_caps_imported_bytes() {
+    let parent = Vmem::builder("p")
+        .span(0, 1 << 20)
+        .quantum(0x100)
+        .build()
+        .unwrap();
+    let child = Vmem::builder("c")
+        .quantum(0x100)
+        .source(&parent, 0x1000)
+        .limit(0x2000)
+        .build()
+        .unwrap();
+    child.alloc(0x1000, Policy::InstantFit).unwrap();
+    child.alloc(0x1000, Policy::InstantFit).unwrap();
+    assert!(child.alloc(0x100, Policy::InstantFit).is_err());
+    let s = child.stats();
+    assert_eq!((s.imported, s.limit), (0x2000, 0x2000));
+}
+
+#[test]
+fn reclaim_runs_before_failing_and_a_successful_one_retries() {
+    let a = Arc::new(
+        Vmem::builder("r")
+            .span(0, 0x100)
+            .quantum(0x10)
+            .build()
+            .unwrap(),
+    );
+    let hoard = a.alloc(0x100, Policy::InstantFit).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (c, a2) = (calls.clone(), a.clone());
+    // The reclaim hook frees the hoard from another "subsystem".
+    let b = Vmem::builder("rc")
+        .quantum(0x10)
+        .source(a.clone(), 0x100)
+        .reclaim(move |name| {
+            assert_eq!(name.as_str(), "rc");
+            if c.fetch_add(1, Ordering::Relaxed) == 0 {
+                a2.free(hoard, 0x100).unwrap();
+            }
+        })
+        .build()
+        .unwrap();
+    // First attempt: import fails, reclaim frees the parent but not b itself,
+    // so b has no more room and fails; the second attempt imports.
+    let first = b.alloc(0x10, Policy::InstantFit);
+    assert!(first.is_err());
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    assert!(b.alloc(0x10, Policy::InstantFit).is_ok());
+    assert_eq!(b.stats().reclaims, 1);
+}
+
+#[test]
+fn a_waiting_allocation_wakes_on_free() {
+    let a = Arc::new(
+        Vmem::builder("w")
+            .span(0, 0x100)
+            .quantum(0x10)
+            .build()
+            .unwrap(),
+    );
+    let x = a.alloc(0x100, Policy::InstantFit).unwrap();
+    let a2 = a.clone();
+    let waiter = thread::spawn(move || a2.alloc_wait(0x80, Policy::BestFit, None));
+    while a.stats().waits == 0 {
+        thread::yield_now();
+    }
+    a.free(x, 0x100).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap(), 0);
+}
+
+#[test]
+fn a_waiting_allocation_wakes_on_add() {
+    let a = Arc::new(Vmem::builder("w").quantum(0x10).build().unwrap());
+    let a2 = a.clone();
+    let waiter = thread::spawn(move || {
+        a2.alloc_wait(0x80, Policy::InstantFit, Some(Duration::from_secs(30)))
+    });
+    while a.stats().waits == 0 {
+        thread::yield_now();
+    }
+    a.add(0x1000, 0x1000).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap(), 0x1000);
+}
+
+#[test]
+fn a_waiting_allocation_times_out() {
+    let a = Vmem::builder("t")
+        .span(0, 0x100)
+        .quantum(0x10)
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let e = a
+        .alloc_wait(0x200, Policy::InstantFit, Some(Duration::from_millis(30)))
+        .unwrap_err();
+    assert!(t0.elapsed() >= Duration::from_millis(30));
+    assert!(matches!(e, VmemError::TimedOut { .. }), "{e}");
+    let s = a.stats();
+    assert_eq!((s.waits, s.timeouts, s.failures), (1, 1, 1));
+}
+
+#[test]
+fn dropping_a_child_returns_its_spans() {
+    let parent = Vmem::builder("p")
+        .span(0, 1 << 20)
+        .quantum(0x100)
+        .build()
+        .unwrap();
+    {
+        let child = Vmem::builder("c")
+            .quantum(0x100)
+            .source(&parent, 0x1000)
+            .build()
+            .unwrap();
+        child.alloc(0x100, Policy::InstantFit).unwrap();
+        child.alloc(0x2000, Policy::InstantFit).unwrap();
+        assert_eq!(parent.stats().allocated, 0x3000);
+    }
+    assert_eq!(parent.stats().allocated, 0);
+    parent.check().unwrap();
+}
+
+/// A metadata allocator that counts its bytes and can be told to fail.
+#[derive(Clone, Default)]
+struct Counting {
+    live: Arc<AtomicUsize>,
+    fail: Arc<AtomicUsize>,
+}
+
+// SAFETY: every call forwards to `Global`, which upholds the contract.
+unsafe impl Allocator for Counting {
+    fn allocate(&self, layout: Layout) -> Result<std::ptr::NonNull<[u8]>, AllocError> {
+        if self.fail.load(Ordering::Relaxed) != 0 {
+            return Err(AllocError);
+        }
+        self.live.fetch_add(layout.size(), Ordering::Relaxed);
+        Global.allocate(layout)
+    }
+
+    unsafe fn deallocate(&self, ptr: std::ptr::NonNull<u8>, layout: Layout) {
+        self.live.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` came from `Global.allocate` with this layout.
+        unsafe { Global.deallocate(ptr, layout) }
+    }
+}
+
+#[test]
+fn metadata_comes_from_the_given_allocator_and_its_failure_is_clean() {
+    let meta = Counting::default();
+    let a = Vmem::builder("m")
+        .span(0, 1 << 30)
+        .quantum(16)
+        .metadata(meta.clone())
+        .build()
+        .unwrap();
+    let mut xs = vec![];
+    while meta.fail.load(Ordering::Relaxed) == 0 {
+        xs.push(a.alloc(16, Policy::InstantFit).unwrap());
+        if xs.len() == 300 {
+            meta.fail.store(1, Ordering::Relaxed);
+        }
+    }
+    assert!(meta.live.load(Ordering::Relaxed) > 0);
+    // Run allocations until the tag pool is out; each failure is clean.
+    let mut failed = false;
+    for _ in 0..2000 {
+        match a.alloc(16, Policy::InstantFit) {
+            Ok(x) => xs.push(x),
+            Err(e) => {
+                assert!(matches!(e, VmemError::NoMetadata { .. }), "{e}");
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed);
+    a.check().unwrap();
+    meta.fail.store(0, Ordering::Relaxed);
+    for x in xs {
+        a.free(x, 16).unwrap();
+    }
+    a.check().unwrap();
+    drop(a);
+    assert_eq!(meta.live.load(Ordering::Relaxed), 0);
+}

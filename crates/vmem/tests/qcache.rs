@@ -1,0 +1,206 @@
+//! Quantum caches, and a multi-threaded stress test of a child arena with
+//! quantum caches importing from a parent.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use kmem_vmem::{Constraints, Policy, Vmem};
+
+#[test]
+fn small_sizes_come_from_the_quantum_caches() {
+    let a = Vmem::builder("qc")
+        .span(0x1000, 0x10_0000)
+        .quantum(16)
+        .qcache_max(4 * 16)
+        .build()
+        .unwrap();
+    assert_eq!(a.stats().qcache_max, 64);
+    let x = a.alloc(20, Policy::BestFit).unwrap(); // 2 quanta: the 32-byte cache
+    a.free(x, 20).unwrap();
+    assert_eq!(
+        a.alloc(32, Policy::InstantFit).unwrap(),
+        x,
+        "LIFO reuse from the magazine"
+    );
+    let s = a.stats();
+    assert!(s.qcache_allocs >= 1 && s.qcache_frees == 1, "{s:?}");
+    // The cache imported a batch: all of it counts as allocated in the arena.
+    assert!(
+        s.allocated > 32 && s.allocated == s.qcache_cached + 32,
+        "{s:?}"
+    );
+    // Larger sizes go to the arena.
+    let y = a.alloc(80, Policy::InstantFit).unwrap();
+    a.free(y, 80).unwrap();
+    a.free(x, 32).unwrap();
+    a.drain_qcaches();
+    let s = a.stats();
+    assert_eq!((s.allocated, s.qcache_cached, s.free_segments), (0, 0, 1));
+    a.check().unwrap();
+}
+
+#[test]
+fn arena_pressure_drains_the_caches_before_failing() {
+    let a = Vmem::builder("p")
+        .span(0, 16 * 16)
+        .quantum(16)
+        .qcache_max(16)
+        .build()
+        .unwrap();
+    let x = a.alloc(16, Policy::InstantFit).unwrap();
+    a.free(x, 16).unwrap();
+    assert!(a.stats().qcache_cached > 0);
+    // The whole span is needed: only a drain makes it free.
+    let all = a.alloc(16 * 16, Policy::InstantFit).unwrap();
+    assert_eq!(all, 0);
+    assert!(a.stats().reclaims >= 1);
+    a.free(all, 16 * 16).unwrap();
+    a.check().unwrap();
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn a_bad_free_of_a_cached_size_is_caught_in_debug_builds() {
+    let a = Vmem::builder("d")
+        .span(0, 0x1000)
+        .quantum(16)
+        .qcache_max(64)
+        .build()
+        .unwrap();
+    let x = a.alloc(16, Policy::InstantFit).unwrap();
+    assert!(a.free(x + 16 * 100, 16).is_err());
+    assert!(a.free(x, 32).is_err());
+    a.free(x, 16).unwrap();
+    assert_eq!(a.stats().bad_frees, 2);
+}
+
+#[test]
+fn dropping_an_arena_with_cached_segments_returns_everything() {
+    let parent = Vmem::builder("p")
+        .span(0, 1 << 24)
+        .quantum(64)
+        .build()
+        .unwrap();
+    {
+        let child = Vmem::builder("c")
+            .quantum(64)
+            .qcache_max(8 * 64)
+            .source(&parent, 1 << 16)
+            .build()
+            .unwrap();
+        let xs: Vec<usize> = (1..=8)
+            .map(|q| child.alloc(q * 64, Policy::InstantFit).unwrap())
+            .collect();
+        for (q, x) in (1..=8).zip(xs) {
+            child.free(x, q * 64).unwrap();
+        }
+        assert!(child.stats().qcache_cached > 0);
+    }
+    assert_eq!(parent.stats().allocated, 0);
+    parent.check().unwrap();
+}
+
+#[test]
+fn threads_hammer_a_child_with_quantum_caches_and_a_parent() {
+    const Q: usize = 4096;
+    let parent = Arc::new(
+        Vmem::builder("parent")
+            .span(0x1_0000_0000, 1 << 32)
+            .quantum(Q)
+            .build()
+            .unwrap(),
+    );
+    let child = Arc::new(
+        Vmem::builder("child")
+            .quantum(Q)
+            .qcache_max(8 * Q)
+            .source(parent.clone(), 64 * Q)
+            .build()
+            .unwrap(),
+    );
+    // Every live segment of every thread, to catch cross-thread overlap.
+    let owners = Arc::new(Mutex::new(BTreeMap::<usize, usize>::new()));
+    let threads = 4;
+    let rounds = if cfg!(debug_assertions) {
+        3_000
+    } else {
+        50_000
+    };
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let child = child.clone();
+            let owners = owners.clone();
+            thread::spawn(move || {
+                let mut seed = 0x1234_5678_9abc_def1u64 ^ (t as u64) << 32;
+                let mut rnd = move |n: usize| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed % n as u64) as usize
+                };
+                let mut live: Vec<(usize, usize, bool)> = Vec::new();
+                for _ in 0..rounds {
+                    if live.len() < 64 && rnd(3) != 0 {
+                        let size = (rnd(24) + 1) * Q;
+                        let (x, constrained) = if rnd(4) == 0 {
+                            let c = Constraints {
+                                align: 4 * Q,
+                                nocross: 64 * Q,
+                                ..Constraints::default()
+                            };
+                            let x = child.xalloc(size.min(16 * Q), &c, Policy::BestFit).unwrap();
+                            assert_eq!(x % (4 * Q), 0);
+                            (x, true)
+                        } else {
+                            (
+                                child
+                                    .alloc(size, [Policy::InstantFit, Policy::BestFit][rnd(2)])
+                                    .unwrap(),
+                                false,
+                            )
+                        };
+                        let size = if constrained { size.min(16 * Q) } else { size };
+                        // Nobody else holds any byte of it.
+                        {
+                            let mut o = owners.lock().unwrap();
+                            if let Some((&y, &s)) = o.range(..x + size).next_back() {
+                                assert!(y + s <= x, "{x:#x}+{size:#x} overlaps {y:#x}+{s:#x}");
+                            }
+                            o.insert(x, size);
+                        }
+                        live.push((x, size, constrained));
+                    } else if !live.is_empty() {
+                        let (x, size, constrained) = live.swap_remove(rnd(live.len()));
+                        owners.lock().unwrap().remove(&x);
+                        if constrained {
+                            child.xfree(x, size).unwrap();
+                        } else {
+                            child.free(x, size).unwrap();
+                        }
+                    }
+                }
+                for (x, size, constrained) in live {
+                    owners.lock().unwrap().remove(&x);
+                    if constrained {
+                        child.xfree(x, size).unwrap();
+                    } else {
+                        child.free(x, size).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    child.check().unwrap();
+    child.drain_qcaches();
+    let s = child.stats();
+    assert_eq!(s.allocated, 0, "{s:?}");
+    assert!(s.imports > 0 && s.releases > 0, "{s:?}");
+    assert_eq!(parent.stats().allocated, s.imported);
+    drop(child);
+    assert_eq!(parent.stats().allocated, 0);
+    parent.check().unwrap();
+}

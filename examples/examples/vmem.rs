@@ -1,0 +1,97 @@
+//! vmem resource arenas, after FreeBSD `subr_vmem.c` (seed
+//! `freebsd-subr_vmem.c.txt`) and Bonwick & Adams 2001.
+//!
+//! Two uses side by side:
+//! 1. An ID allocator (quantum 1, next fit): look for freed IDs *not* being
+//!    handed out again at once — the cursor moves on and wraps later.
+//! 2. An address-space allocator: a parent arena of "virtual addresses"
+//!    and a page-granular child that imports 64 KiB spans from it and keeps
+//!    quantum caches for 1..=8 pages. Look for: few imports for many
+//!    allocations, `qcache_allocs` counting cache hits, the child's spans
+//!    going back to the parent once everything is freed (`releases`,
+//!    parent `allocated` back to 0), and a constrained `xalloc`.
+//!
+//! Run with `cargo run -p kmem-examples --example vmem`.
+
+use std::sync::Arc;
+
+use kmem_vmem::{Constraints, Policy, Vmem, VmemError, VmemStats};
+
+fn show(name: &str, s: &VmemStats) {
+    println!(
+        "  {name:<6} total {:>#10x}  allocated {:>#10x}  free {:>#10x}  largest free {:>#10x}",
+        s.total, s.allocated, s.free, s.largest_free
+    );
+    println!(
+        "         busy {:>5}  free segs {:>4}  imports {:>3}  releases {:>3}  qcache allocs {:>5}  metadata {} B",
+        s.busy_segments, s.free_segments, s.imports, s.releases, s.qcache_allocs, s.metadata_bytes
+    );
+}
+
+fn main() -> Result<(), VmemError> {
+    println!("1. process IDs 1..=32767, next fit");
+    let pids = Vmem::builder("pids").span(1, 32767).build()?;
+    let first: Vec<usize> = (0..5)
+        .map(|_| pids.alloc(1, Policy::NextFit))
+        .collect::<Result<_, _>>()?;
+    println!("  allocated {first:?}");
+    pids.free(first[1], 1)?;
+    pids.free(first[3], 1)?;
+    println!("  freed {} and {}", first[1], first[3]);
+    let next: Vec<usize> = (0..3)
+        .map(|_| pids.alloc(1, Policy::NextFit))
+        .collect::<Result<_, _>>()?;
+    println!("  next three: {next:?}  (freed IDs are not reused yet)");
+    match pids.free(first[1], 1) {
+        Err(e) => println!("  double free refused: {e}"),
+        Ok(()) => println!("  double free accepted?!"),
+    }
+    show("pids", &pids.stats());
+
+    println!("\n2. address space: parent arena of VA, child with quantum caches");
+    const PAGE: usize = 4096;
+    let va = Arc::new(
+        Vmem::builder("va")
+            .span(0x7f00_0000_0000, 1 << 32)
+            .quantum(PAGE)
+            .build()?,
+    );
+    let heap = Vmem::builder("heap")
+        .quantum(PAGE)
+        .qcache_max(8 * PAGE)
+        .source(va.clone(), 16 * PAGE)
+        .build()?;
+    // Two rounds: the second finds the first round's small segments in
+    // the quantum caches' magazines.
+    let mut live = Vec::new();
+    for round in 0..2 {
+        for (addr, size) in live.drain(..) {
+            heap.free(addr, size)?;
+        }
+        for i in 0..200usize {
+            let pages = (i + round) % 12 + 1; // 1..=8 pages: caches; 9..=12: arena
+            live.push((heap.alloc(pages * PAGE, Policy::InstantFit)?, pages * PAGE));
+        }
+    }
+    let c = Constraints {
+        align: 16 * PAGE,
+        nocross: 64 * PAGE,
+        ..Constraints::default()
+    };
+    let aligned = heap.xalloc(4 * PAGE, &c, Policy::BestFit)?;
+    println!("  xalloc 16-page aligned, not crossing 256 KiB: {aligned:#x}");
+    println!("  after two rounds of 200 allocations:");
+    show("va", &va.stats());
+    show("heap", &heap.stats());
+
+    for (addr, size) in live {
+        heap.free(addr, size)?;
+    }
+    heap.xfree(aligned, 4 * PAGE)?;
+    heap.drain_qcaches();
+    heap.check()?;
+    println!("  after freeing everything and draining the caches:");
+    show("va", &va.stats());
+    show("heap", &heap.stats());
+    Ok(())
+}
