@@ -11,9 +11,9 @@ use kmem_sys::{OsPages, PageSource, PerCpu, cpu_count};
 use crate::error::ZoneError;
 use crate::flags::{ZONE_ROUNDING, ZoneFlags};
 use crate::freelist::{FreeList, ITEM_HEADER};
-use kmem_sys::sync::Mutex;
 use crate::table::{self, Link};
 use crate::zone::{Extent, Extents, Inner, Pcpu, Pool, Zone};
+use kmem_sys::sync::Mutex;
 
 /// Settings for a new [`Zone`]; finish with [`build`](ZoneBuilder::build) or
 /// [`build_boot`](ZoneBuilder::build_boot).
@@ -145,7 +145,11 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Zone
     ///
     /// `size` must be a multiple of the word size and hold two words, `mem`
     /// must be word-aligned and hold `nitems` items.
-    pub fn build_boot(self, mem: &'static mut [u8], nitems: usize) -> Result<Zone<S, A>, ZoneError> {
+    pub fn build_boot(
+        self,
+        mem: &'static mut [u8],
+        nitems: usize,
+    ) -> Result<Zone<S, A>, ZoneError> {
         let w = size_of::<usize>();
         if self.size < ITEM_HEADER || !self.size.is_multiple_of(w) {
             return Err(ZoneError::InvalidSize {
@@ -172,7 +176,10 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Zone
         let zone = self.into_zone(size, ZoneFlags::BOOT);
         mem[..bytes].fill(0);
         let z = &zone.inner;
-        z.extents.lock().carved.push(Extent { base: addr, len: bytes });
+        z.extents.lock().carved.push(Extent {
+            base: addr,
+            len: bytes,
+        });
         let mut pool = z.pool.lock();
         for i in 0..nitems {
             // SAFETY: item i lies inside `mem`, which the zone now owns for
@@ -229,4 +236,3 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Zone
         zone
     }
 }
-

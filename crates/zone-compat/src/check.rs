@@ -115,7 +115,10 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Zone
             free += walk(&format!("cpu{cpu} reserve"), &pc.reserve)?;
         }
         if free > pool.total {
-            return Err(bad(format!("{free} items free but only {} carved", pool.total)));
+            return Err(bad(format!(
+                "{free} items free but only {} carved",
+                pool.total
+            )));
         }
         if pool.flags.contains(ZoneFlags::INTERRUPT) && pool.pagecount > pool.pagemax {
             return Err(bad(format!(

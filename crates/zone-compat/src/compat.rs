@@ -2,7 +2,7 @@
 //!
 //! | DragonFly (`vm_zone.c` / `vm_zone.h`) | here | Rust shape |
 //! |---|---|---|
-//! | `vm_zone_t` | [`VmZone`] (= [`Zone`]) | owned value; share by `&` or `Arc` |
+//! | `vm_zone_t` | [`VmZone`] (= [`Zone`]) | owned value; share by `&` or `Arc`; the functions take any `Zone<S, A>` |
 //! | `zinit(name, size, nentries, flags)` | [`zinit`] | `NULL` → `None` |
 //! | `zbootinit(z, name, size, item, nitems)` | [`zbootinit`] | returns the zone; `item` is `&'static mut [u8]` |
 //! | `zinitna(z, name, size, nentries, flags)` | [`zinitna`] | only on a booted zone (a fresh one comes from [`zinit`]); `0` → `Err` |
@@ -28,6 +28,9 @@
 
 use core::ptr::NonNull;
 use std::borrow::Cow;
+
+use allocator_api2::alloc::Allocator;
+use kmem_sys::PageSource;
 
 pub use crate::flags::{ZENTRY_FREE, ZONE_MAXPGLOAD, ZONE_ROUNDING, ZoneFlags};
 pub use crate::grow::DestroyError;
@@ -88,7 +91,11 @@ pub fn zbootinit(
 /// made with `flags` (a `ZONE_INTERRUPT` one reserving `nentries` more items).
 /// The seed's name and size arguments are dropped: a booted zone keeps the
 /// ones `zbootinit` gave it, as the seed does.
-pub fn zinitna(z: &VmZone, nentries: usize, flags: ZoneFlags) -> Result<(), ZoneError> {
+pub fn zinitna<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static>(
+    z: &Zone<S, A>,
+    nentries: usize,
+    flags: ZoneFlags,
+) -> Result<(), ZoneError> {
     z.finish_boot(nentries, flags)
 }
 
@@ -99,7 +106,9 @@ pub fn zinitna(z: &VmZone, nentries: usize, flags: ZoneFlags) -> Result<(), Zone
 /// A `ZONE_PANICFAIL` zone panics instead of returning `None`, naming the
 /// zone; with the `invariants` feature, `ZONE_ERROR_NOTFREE` panics too.
 #[inline]
-pub fn zalloc(z: &VmZone) -> Option<NonNull<u8>> {
+pub fn zalloc<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static>(
+    z: &Zone<S, A>,
+) -> Option<NonNull<u8>> {
     z.alloc().ok()
 }
 
@@ -114,7 +123,10 @@ pub fn zalloc(z: &VmZone) -> Option<NonNull<u8>> {
 /// that is not an item of `z` (`ZONE_ERROR_INVALID`) or an item already free
 /// (`ZONE_ERROR_ALREADYFREE`), with the zone's name and the address.
 #[inline]
-pub unsafe fn zfree(z: &VmZone, item: NonNull<u8>) {
+pub unsafe fn zfree<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static>(
+    z: &Zone<S, A>,
+    item: NonNull<u8>,
+) {
     // SAFETY: the caller's guarantees are passed on.
     if let Err(e) = unsafe { z.free(item) } {
         zerror(e)
@@ -130,7 +142,9 @@ fn zerror(e: ZoneError) -> ! {
 /// `zdestroy`: returns every page of a `ZONE_DESTROYABLE` zone to its source.
 /// Where the seed panics (a zone without the flag), the zone comes back in
 /// the error, as it does when items are still allocated.
-pub fn zdestroy(z: VmZone) -> Result<(), DestroyError<kmem_sys::OsPages, allocator_api2::alloc::Global>> {
+pub fn zdestroy<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static>(
+    z: Zone<S, A>,
+) -> Result<(), DestroyError<S, A>> {
     z.destroy()
 }
 

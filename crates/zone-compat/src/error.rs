@@ -81,7 +81,9 @@ pub enum ZoneError {
     },
     /// `ZONE_ERROR_NOTFREE`: an item on a free list lost its free marker, so
     /// something wrote to it after it was freed.
-    #[error("zone {zone:?}: entry {addr:#x} not free: free marker is {marker:#x} (written after free)")]
+    #[error(
+        "zone {zone:?}: entry {addr:#x} not free: free marker is {marker:#x} (written after free)"
+    )]
     NotFree {
         /// The zone's name.
         zone: Cow<'static, str>,

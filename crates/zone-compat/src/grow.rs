@@ -9,8 +9,7 @@ use kmem_sys::{PageSource, page_size, round_to_pages};
 
 use crate::error::ZoneError;
 use crate::flags::{
-    SPECIAL_RESERVE, ZMAX_PCPU_BYTES, ZMAX_PCPU_DEFAULT, ZMAX_PCPU_FLOOR, ZONE_MAXPGLOAD,
-    ZoneFlags,
+    SPECIAL_RESERVE, ZMAX_PCPU_BYTES, ZMAX_PCPU_DEFAULT, ZMAX_PCPU_FLOOR, ZONE_MAXPGLOAD, ZoneFlags,
 };
 use crate::table::{KERN_PAGES, KMEM_KVASPACE, KMEM_PAGES};
 use crate::zone::{Extent, Inner, Zone};
@@ -133,7 +132,11 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Inne
             pool.zmax = 0;
             self.zmax_pcpu.store(ZMAX_PCPU_DEFAULT, Ordering::Relaxed);
         }
-        pool.zfreemin = if self.size > page { 1 } else { page / self.size };
+        pool.zfreemin = if self.size > page {
+            1
+        } else {
+            page / self.size
+        };
         pool.pagecount = 0;
         pool.pages_per_grow = ZONE_MAXPGLOAD.max(self.size.div_ceil(page));
         drop(pool);

@@ -179,7 +179,11 @@ impl fmt::Display for ZoneTable<'_> {
             )?;
             writeln!(f, "    global   free {:6}", z.global_free)?;
             for (cpu, c) in z.per_cpu.iter().enumerate() {
-                write!(f, "    cpu{cpu:<4}  free {:6}  requests {:8}", c.free, c.requests)?;
+                write!(
+                    f,
+                    "    cpu{cpu:<4}  free {:6}  requests {:8}",
+                    c.free, c.requests
+                )?;
                 if c.reserve != 0 {
                     write!(f, "  reserve {}", c.reserve)?;
                 }

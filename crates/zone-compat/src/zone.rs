@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use allocator_api2::alloc::{Allocator, Global};
 use allocator_api2::boxed::Box;
 use allocator_api2::vec::Vec;
-use kmem_sys::{OsPages, PageSource, PerCpu, current_cpu};
 use kmem_sys::sync::{Mutex, MutexGuard};
+use kmem_sys::{OsPages, PageSource, PerCpu, current_cpu};
 
 use crate::error::ZoneError;
 use crate::flags::{ZENTRY_FREE, ZMAX_PCPU_FLOOR, ZONE_BURST_DEFAULT, ZoneFlags};
@@ -119,8 +119,10 @@ pub(crate) struct Inner<S: PageSource + 'static, A: Allocator + Clone + Send + S
 /// the seed's zones live as long as the kernel; a Rust owner ending a zone's
 /// life must not leak it. Items still held then dangle. [`Zone::destroy`] is the
 /// checked form that `zdestroy` maps to.
-pub struct Zone<S: PageSource + 'static = OsPages, A: Allocator + Clone + Send + Sync + 'static = Global>
-{
+pub struct Zone<
+    S: PageSource + 'static = OsPages,
+    A: Allocator + Clone + Send + Sync + 'static = Global,
+> {
     pub(crate) inner: Box<Inner<S, A>, A>,
 }
 
@@ -362,14 +364,18 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Inne
             return false;
         };
         let off = addr - e.base;
-        off % self.size == 0 && off + self.size <= e.len
+        off.is_multiple_of(self.size) && off + self.size <= e.len
     }
 
     /// `zalloc` after a miss on the per-CPU list: refill it from the global
     /// list in a burst, keeping `zfreemin` there, or else grow (`zget`).
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&self, cpu: usize, mut pc: MutexGuard<'_, Pcpu>) -> Result<NonNull<u8>, ZoneError> {
+    fn alloc_slow(
+        &self,
+        cpu: usize,
+        mut pc: MutexGuard<'_, Pcpu>,
+    ) -> Result<NonNull<u8>, ZoneError> {
         let mut pool = self.pool.lock();
         if pool.items.len() > pool.zfreemin {
             let n = self.burst().min(pool.items.len() - pool.zfreemin);
@@ -397,7 +403,9 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Inne
         drop(pc);
         match self.zget(cpu) {
             Ok(item) => Ok(item),
-            Err(e) if flags.contains(ZoneFlags::PANICFAIL) => panic!("zalloc({}) failed: {e}", self.name),
+            Err(e) if flags.contains(ZoneFlags::PANICFAIL) => {
+                panic!("zalloc({}) failed: {e}", self.name)
+            }
             Err(e) => Err(e),
         }
     }
@@ -444,7 +452,9 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Drop
     }
 }
 
-impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> fmt::Debug for Zone<S, A> {
+impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> fmt::Debug
+    for Zone<S, A>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Zone")
             .field("name", &self.inner.name)

@@ -14,7 +14,11 @@ fn items_per_grow(size: usize) -> usize {
 
 #[test]
 fn refill_moves_bursts_and_keeps_zfreemin() {
-    let z = Zone::builder("refill", 64).cpus(1).burst(128).build().unwrap();
+    let z = Zone::builder("refill", 64)
+        .cpus(1)
+        .burst(128)
+        .build()
+        .unwrap();
     let per_grow = items_per_grow(64);
     let zfreemin = page_size() / 64;
     assert_eq!(z.zfreemin(), zfreemin);
@@ -57,7 +61,11 @@ fn refill_moves_bursts_and_keeps_zfreemin() {
 #[test]
 fn free_spills_a_burst_at_zmax_pcpu() {
     let burst = 10;
-    let z = Zone::builder("spill", 32).cpus(1).burst(burst).build().unwrap();
+    let z = Zone::builder("spill", 32)
+        .cpus(1)
+        .burst(burst)
+        .build()
+        .unwrap();
     let zmax = z.zmax_pcpu();
     let mut held: Vec<NonNull<u8>> = (0..zmax + 2 * burst)
         .map(|_| z.alloc_on(0).unwrap())
@@ -75,7 +83,10 @@ fn free_spills_a_burst_at_zmax_pcpu() {
     // The free that reaches zmax_pcpu moves min(zmax/2, burst) items.
     // SAFETY: as above.
     unsafe { z.free_on(0, held.pop().unwrap()).unwrap() };
-    assert_eq!((z.pcpu_free(0), z.global_free()), (zmax - burst, global0 + burst));
+    assert_eq!(
+        (z.pcpu_free(0), z.global_free()),
+        (zmax - burst, global0 + burst)
+    );
     // And again after `burst` more frees, not before.
     for i in 1..=burst {
         // SAFETY: as above.
@@ -102,7 +113,10 @@ fn spilled_items_come_back_most_recent_first() {
     let before = z.global_free();
     // SAFETY: `a` is freed once.
     unsafe { z.free_on(0, a).unwrap() };
-    assert_eq!((z.pcpu_free(0), z.pcpu_free(1), z.global_free()), (1, 0, before));
+    assert_eq!(
+        (z.pcpu_free(0), z.pcpu_free(1), z.global_free()),
+        (1, 0, before)
+    );
     // CPU 0's next allocation hits its own list and gets `a` back.
     assert_eq!(z.alloc_on(0).unwrap(), a);
     // SAFETY: as above.
