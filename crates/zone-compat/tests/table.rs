@@ -23,7 +23,7 @@ fn table_lists_live_zones_with_the_seed_columns() {
     assert_eq!((row.per_cpu[0].requests, row.per_cpu[1].requests), (0, 1));
     assert_eq!(row.flags, ZoneFlags::NONE);
 
-    let text = render(&[row.clone()]);
+    let text = render(std::slice::from_ref(&row));
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
