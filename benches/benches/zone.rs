@@ -84,7 +84,10 @@ impl<G: GlobalAlloc + Send + Sync> Subject for Global<G> {
 
 fn subjects() -> Vec<(&'static str, Arc<dyn Subject>)> {
     vec![
-        ("kmem-zone-compat", Arc::new(ZoneCpu(Zone::new("bench", SIZE).unwrap()))),
+        (
+            "kmem-zone-compat",
+            Arc::new(ZoneCpu(Zone::new("bench", SIZE).unwrap())),
+        ),
         (
             "kmem-zone-compat thread-slot",
             Arc::new(ZoneSlot(Zone::new("bench-slot", SIZE).unwrap())),
@@ -122,7 +125,11 @@ fn threaded(s: &Arc<dyn Subject>, threads: usize, iters: u64) -> Duration {
             })
         })
         .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .max()
+        .unwrap()
 }
 
 fn zone(c: &mut Criterion) {

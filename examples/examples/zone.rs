@@ -44,13 +44,14 @@ fn main() {
     let pvzone = zinit("PV ENTRY", size_of::<PvEntry>(), 0, ZONE_NONE).expect("zinit");
     // callout_zone = zinit("CALLOUT", sizeof(struct callout), 256,
     //                      ZONE_INTERRUPT);
-    let callout_zone =
-        zinit("CALLOUT", size_of::<Callout>(), 256, ZONE_INTERRUPT).expect("zinit");
+    let callout_zone = zinit("CALLOUT", size_of::<Callout>(), 256, ZONE_INTERRUPT).expect("zinit");
 
     // pv = zalloc(pvzone); pv->pv_va = va; ...
     let mut mappings: Vec<NonNull<PvEntry>> = Vec::new();
     for i in 0..1000u64 {
-        let pv = zalloc(&pvzone).expect("pv zone grows on demand").cast::<PvEntry>();
+        let pv = zalloc(&pvzone)
+            .expect("pv zone grows on demand")
+            .cast::<PvEntry>();
         // SAFETY: a fresh item of at least size_of::<PvEntry>() bytes, aligned
         // to ZONE_ROUNDING, that we own until zfree.
         unsafe {

@@ -85,7 +85,9 @@
 //!   crate's own tests). `zerror` panics become [`ZoneError`] values from
 //!   [`Zone::free`] (`INVALID`, `ALREADYFREE`), checked before anything
 //!   changes; `NOTFREE` (a free item's marker was overwritten) stays a panic,
-//!   since the free list itself can no longer be trusted.
+//!   since the free list itself can no longer be trusted. As in the seed, a
+//!   live item whose second word happens to hold `ZENTRY_FREE` reads as
+//!   already free; allocation clears the marker, so only caller data can.
 //! * `mycpu->gd_cpuid` is [`kmem_sys::current_cpu`]; [`Zone::alloc_on`] and
 //!   [`Zone::free_on`] take the CPU index explicitly (tests pin it so list
 //!   sizes are exact). The sysctl `vm.zone_burst` is [`set_zone_burst`];
