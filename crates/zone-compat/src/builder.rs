@@ -72,7 +72,7 @@ impl<S, A> ZoneBuilder<S, A> {
         self
     }
 
-    /// This zone's burst instead of the process-wide [`zone_burst`].
+    /// This zone's burst instead of the process-wide [`zone_burst`](crate::zone_burst).
     pub fn burst(mut self, n: usize) -> Self {
         self.burst = n.max(1);
         self
