@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::collect::{CSV_HEADER, Row};
+use crate::plot::{self, Plot};
 
 /// What the figures were measured on.
 pub struct Machine {
@@ -48,7 +49,7 @@ pub fn is_ours(subject: &str) -> bool {
 }
 
 /// Time, bytes and percentages are better low; rates (`…/s`) better high.
-fn higher_is_better(row: &Row) -> bool {
+pub fn higher_is_better(row: &Row) -> bool {
     row.unit.ends_with("/s")
 }
 
@@ -106,12 +107,13 @@ pub fn write(out: &Path, rows: &[Row], machine: &Machine, quick: bool) -> Result
     std::fs::write(&csv_path, csv)
         .map_err(|e| format!("cannot write {}: {e}", csv_path.display()))?;
 
+    let plots = plot::write_all(out, rows)?;
     let md_path = out.join("README.md");
-    std::fs::write(&md_path, markdown(rows, machine, quick))
+    std::fs::write(&md_path, markdown(rows, &plots, machine, quick))
         .map_err(|e| format!("cannot write {}: {e}", md_path.display()))
 }
 
-fn markdown(rows: &[Row], machine: &Machine, quick: bool) -> String {
+fn markdown(rows: &[Row], plots: &[Plot], machine: &Machine, quick: bool) -> String {
     let ratios = ratios(rows);
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmark results\n");
@@ -131,6 +133,16 @@ fn markdown(rows: &[Row], machine: &Machine, quick: bool) -> String {
          (peers are every subject not named `kmem…`). Times, bytes and percentages: lower is better, so \
          below 1.00x beats every peer. Rates (`…/s`): higher is better.\n"
     );
+    if !plots.is_empty() {
+        let _ = writeln!(md, "## Plots\n");
+        for p in plots {
+            let _ = writeln!(md, "- [{}]({})", p.title, p.file);
+        }
+        md.push('\n');
+        for p in plots {
+            let _ = writeln!(md, "![{}]({})\n", p.title, p.file);
+        }
+    }
     let mut suites: Vec<&str> = rows.iter().map(|r| r.suite.as_str()).collect();
     suites.dedup();
     for suite in suites {

@@ -46,8 +46,8 @@ fn round(objs: &mut [Obj], replacements: usize, seed: u64) -> Tally {
 pub(super) fn run(scale: Scale) -> u64 {
     let n = threads();
     let per_thread = scale.pick(200, 1000, 1000);
-    let rounds = scale.pick(3, 10, 30);
-    let replacements = per_thread * scale.pick(2, 20, 20);
+    let rounds = scale.pick(3, 30, 30);
+    let replacements = per_thread * scale.pick(2, 40, 100);
 
     let mut setup = Rng::new(4141);
     let mut allocated = 0;
