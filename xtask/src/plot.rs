@@ -18,6 +18,7 @@ use std::path::Path;
 
 use plotters::coord::ranged1d::{AsRangedCoord, IntoSegmentedCoord, SegmentValue, ValueFormatter};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::collect::Row;
 use crate::report::{higher_is_better, is_ours, ratios};
@@ -206,15 +207,21 @@ fn draw_bars(path: &Path, title: &str, bars: &[Bar]) -> Result<(), String> {
     let height = 90 + BAR_HEIGHT * n as u32;
     let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let lo = bars.iter().map(|b| b.ratio).fold(0.5, f64::min) / 1.3;
-    let hi = bars.iter().map(|b| b.ratio).fold(2.0, f64::max) * 1.3;
+    // The axis is log2 of the ratio, symmetric about 1.0x so that bars compare
+    // by length, with a tick at every power of two.
+    let spread = bars
+        .iter()
+        .map(|b| b.ratio.log2().abs())
+        .fold(1.0, f64::max)
+        .ceil();
+    let ticks = 2 * spread as usize + 1;
     let label_width = bars.iter().map(|b| b.label.len()).max().unwrap_or(0) as u32 * 7 + 10;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(label_width.min(WIDTH / 2))
-        .build_cartesian_2d((lo..hi).log_scale(), (0..n as i32 - 1).into_segmented())
+        .build_cartesian_2d(-spread..spread, (0..n as i32 - 1).into_segmented())
         .map_err(|e| err(&e))?;
     // Bar 0 is drawn at the top, as the table lists it first.
     let row_of = |i: usize| (n - 1 - i) as i32;
@@ -229,7 +236,8 @@ fn draw_bars(path: &Path, title: &str, bars: &[Bar]) -> Result<(), String> {
                 .map_or_else(String::new, |b| b.label.clone()),
             _ => String::new(),
         })
-        .x_label_formatter(&|x| format!("{x:.2}x"))
+        .x_labels(ticks)
+        .x_label_formatter(&|x| format!("{}x", tick(x.exp2())))
         .x_desc("ratio to the best peer (log scale)")
         .draw()
         .map_err(|e| err(&e))?;
@@ -239,8 +247,8 @@ fn draw_bars(path: &Path, title: &str, bars: &[Bar]) -> Result<(), String> {
             let colour = if b.better { OURS_BETTER } else { OURS_WORSE };
             let mut r = Rectangle::new(
                 [
-                    (1.0, SegmentValue::Exact(y)),
-                    (b.ratio, SegmentValue::Exact(y + 1)),
+                    (0.0, SegmentValue::Exact(y)),
+                    (b.ratio.log2(), SegmentValue::Exact(y + 1)),
                 ],
                 colour.filled(),
             );
@@ -252,14 +260,17 @@ fn draw_bars(path: &Path, title: &str, bars: &[Bar]) -> Result<(), String> {
         .draw_series(bars.iter().enumerate().map(|(i, b)| {
             Text::new(
                 format!(" {:.2}x", b.ratio),
-                (b.ratio.max(1.0), SegmentValue::CenterOf(row_of(i))),
-                ("sans-serif", 13).into_font(),
+                (b.ratio.log2().max(0.0), SegmentValue::CenterOf(row_of(i))),
+                ("sans-serif", 13)
+                    .into_font()
+                    .into_text_style(&root)
+                    .pos(Pos::new(HPos::Left, VPos::Center)),
             )
         }))
         .map_err(|e| err(&e))?;
     chart
         .draw_series(LineSeries::new(
-            [(1.0, SegmentValue::Exact(0)), (1.0, SegmentValue::Last)],
+            [(0.0, SegmentValue::Exact(0)), (0.0, SegmentValue::Last)],
             BLACK.stroke_width(2),
         ))
         .map_err(|e| err(&e))?;
@@ -304,6 +315,17 @@ fn draw_curve(path: &Path, title: &str, axes: &Axes, series: &Series) -> Result<
     }
 }
 
+/// An axis label: no decimals where they carry nothing.
+fn tick(v: f64) -> String {
+    if v.abs() >= 10.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
@@ -338,6 +360,8 @@ where
         .configure_mesh()
         .x_desc(axes.x)
         .y_desc(axes.y)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
         .draw()
         .map_err(|e| err(&e))?;
     for (i, (name, points)) in series.iter().enumerate() {
