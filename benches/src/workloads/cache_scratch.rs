@@ -48,7 +48,7 @@ fn scratch(handed: Obj, iterations: usize, repetitions: usize) -> u64 {
 pub(super) fn run(scale: Scale) -> u64 {
     let n = threads();
     let iterations = scale.pick(50, 1000, 1000);
-    let repetitions = scale.pick(100, 20_000, 50_000);
+    let repetitions = scale.pick(100, 10_000, 50_000);
     let handed: Vec<Obj> = (0..n).map(|_| Obj::new(OBJ_SIZE, Fill::Whole)).collect();
     let sum: u64 = handed
         .into_iter()
