@@ -219,6 +219,8 @@ fn draw_bars(path: &Path, title: &str, bars: &[Bar]) -> Result<(), String> {
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))
         .margin(10)
+        // Room for the value printed after the longest bar.
+        .margin_right(60)
         .x_label_area_size(30)
         .y_label_area_size(label_width.min(WIDTH / 2))
         .build_cartesian_2d(-spread..spread, (0..n as i32 - 1).into_segmented())
@@ -237,7 +239,7 @@ fn draw_bars(path: &Path, title: &str, bars: &[Bar]) -> Result<(), String> {
             _ => String::new(),
         })
         .x_labels(ticks)
-        .x_label_formatter(&|x| format!("{}x", tick(x.exp2())))
+        .x_label_formatter(&|x| ratio_tick(*x))
         .x_desc("ratio to the best peer (log scale)")
         .draw()
         .map_err(|e| err(&e))?;
@@ -312,6 +314,16 @@ fn draw_curve(path: &Path, title: &str, axes: &Axes, series: &Series) -> Result<
         (true, false) => curve(path, title, axes, series, (x.0..x.1).log_scale(), y.0..y.1),
         (false, true) => curve(path, title, axes, series, x.0..x.1, (y.0..y.1).log_scale()),
         (false, false) => curve(path, title, axes, series, x.0..x.1, y.0..y.1),
+    }
+}
+
+/// A tick of the ratio axis at log2 ratio `x`: `4x`, `1x`, `1/4x`.
+fn ratio_tick(x: f64) -> String {
+    let r = x.exp2();
+    if r >= 1.0 {
+        format!("{}x", tick(r))
+    } else {
+        format!("1/{}x", tick(1.0 / r))
     }
 }
 
@@ -413,6 +425,11 @@ mod tests {
         assert_eq!(parameter("sequential N=10", "random N="), None);
         assert_eq!(slug("slab waste"), "slab-waste");
         assert_eq!(slug("vmem / xalloc"), "vmem-xalloc");
+        assert_eq!(ratio_tick(2.0), "4x");
+        assert_eq!(ratio_tick(0.0), "1x");
+        assert_eq!(ratio_tick(-3.0), "1/8x");
+        assert_eq!(tick(12.5), "12");
+        assert_eq!(tick(2.5), "2.5");
     }
 
     #[test]
