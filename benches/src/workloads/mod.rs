@@ -111,24 +111,31 @@ pub fn run(name: &str, scale: Scale) -> Option<u64> {
 }
 
 /// The `main` of a `workload-SUBJECT` binary: `workload-SUBJECT WORKLOAD
-/// [--quick]` runs WORKLOAD under the binary's global allocator and prints
-/// its [`Report`]; `workload-SUBJECT --list` prints the workload names.
+/// [--quick | --tiny]` runs WORKLOAD under the binary's global allocator and
+/// prints its [`Report`] (`--tiny` is the unit-test scale, for the tests that
+/// run every binary); `workload-SUBJECT --list` prints the workload names.
 pub fn main(subject: &str) -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
+    let flag = |f: &str| args.iter().any(|a| a == f);
     let names_given: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    if args.iter().any(|a| a == "--list") {
+    if flag("--list") {
         names().for_each(|n| println!("{n}"));
         return ExitCode::SUCCESS;
     }
     let [name] = names_given.as_slice() else {
         eprintln!(
-            "usage: workload-{subject} WORKLOAD [--quick] | --list\nworkloads: {}",
+            "usage: workload-{subject} WORKLOAD [--quick | --tiny] | --list\nworkloads: {}",
             names().collect::<Vec<_>>().join(", ")
         );
         return ExitCode::FAILURE;
     };
-    let scale = if quick { Scale::Quick } else { Scale::Full };
+    let scale = if flag("--tiny") {
+        Scale::Tiny
+    } else if flag("--quick") {
+        Scale::Quick
+    } else {
+        Scale::Full
+    };
     let start = Instant::now();
     let Some(checksum) = run(name, scale) else {
         eprintln!(
