@@ -10,8 +10,14 @@
 //! Figures that are not times (waste, resident size, counts) go through
 //! [`record`], which appends a CSV row to the file named by the
 //! `KMEM_BENCH_EXTRA` environment variable that xtask sets.
+//!
+//! Whole-program workloads (larson, cache-scratch, xmalloc, mstress,
+//! collections) live in [`workloads`]: they run under any global allocator,
+//! one process per allocator, so that each reports its own peak resident size.
 
 use std::io::Write;
+
+pub mod workloads;
 
 /// Whether `cargo xtask bench --quick` is running: benches shrink their
 /// largest inputs so the whole run stays within a few minutes.

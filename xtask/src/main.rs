@@ -1,8 +1,9 @@
 //! Project tasks. `cargo xtask bench [--quick] [--filter NAME]` runs every
-//! criterion bench of `kmem-benches` and writes `docs/bench/results.csv` and
-//! `docs/bench/README.md`.
+//! bench target of `kmem-benches` and writes `docs/bench/results.csv`,
+//! `docs/bench/README.md` and the SVG plots it links (see `plot`).
 
 mod collect;
+mod plot;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -60,8 +61,14 @@ fn parse_bench(args: &[String]) -> Result<BenchArgs, String> {
     Ok(out)
 }
 
+/// The workspace this xtask runs in. `cargo run` sets `CARGO_MANIFEST_DIR`
+/// at run time too; prefer that to the compile-time value, which goes stale
+/// when a target directory is copied between checkouts (cargo then reuses the
+/// binary and it would run benches, and write reports, in the other checkout).
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()

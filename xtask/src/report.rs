@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::collect::{CSV_HEADER, Row};
+use crate::plot::{self, Plot};
 
 /// What the figures were measured on.
 pub struct Machine {
@@ -48,7 +49,7 @@ pub fn is_ours(subject: &str) -> bool {
 }
 
 /// Time, bytes and percentages are better low; rates (`…/s`) better high.
-fn higher_is_better(row: &Row) -> bool {
+pub fn higher_is_better(row: &Row) -> bool {
     row.unit.ends_with("/s")
 }
 
@@ -106,12 +107,13 @@ pub fn write(out: &Path, rows: &[Row], machine: &Machine, quick: bool) -> Result
     std::fs::write(&csv_path, csv)
         .map_err(|e| format!("cannot write {}: {e}", csv_path.display()))?;
 
+    let plots = plot::write_all(out, rows)?;
     let md_path = out.join("README.md");
-    std::fs::write(&md_path, markdown(rows, machine, quick))
+    std::fs::write(&md_path, markdown(rows, &plots, machine, quick))
         .map_err(|e| format!("cannot write {}: {e}", md_path.display()))
 }
 
-fn markdown(rows: &[Row], machine: &Machine, quick: bool) -> String {
+fn markdown(rows: &[Row], plots: &[Plot], machine: &Machine, quick: bool) -> String {
     let ratios = ratios(rows);
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmark results\n");
@@ -131,10 +133,23 @@ fn markdown(rows: &[Row], machine: &Machine, quick: bool) -> String {
          (peers are every subject not named `kmem…`). Times, bytes and percentages: lower is better, so \
          below 1.00x beats every peer. Rates (`…/s`): higher is better.\n"
     );
+    if !plots.is_empty() {
+        let _ = writeln!(md, "## Plots\n");
+        for p in plots {
+            let _ = writeln!(md, "- [{}]({})", p.title, p.file);
+        }
+        md.push('\n');
+        for p in plots {
+            let _ = writeln!(md, "![{}]({})\n", p.title, p.file);
+        }
+    }
     let mut suites: Vec<&str> = rows.iter().map(|r| r.suite.as_str()).collect();
     suites.dedup();
     for suite in suites {
         let _ = writeln!(md, "## {suite}\n");
+        if suite == WORKLOADS {
+            md.push_str(&versus_table(rows, suite));
+        }
         let _ = writeln!(
             md,
             "| benchmark | metric | subject | value | unit | vs best peer |"
@@ -162,6 +177,70 @@ fn markdown(rows: &[Row], machine: &Machine, quick: bool) -> String {
     md
 }
 
+/// The suite of whole-program workloads, whose report also compares ours
+/// with every peer one by one (see [`versus_table`]).
+const WORKLOADS: &str = "workloads";
+
+/// A markdown table with one line per benchmark and metric of `suite`: each
+/// subject's value, then each of our subjects divided by each peer (e.g.
+/// `kmem / mimalloc`), for a reader who picks between two allocators rather
+/// than against the best of all of them.
+pub fn versus_table(rows: &[Row], suite: &str) -> String {
+    let in_suite: Vec<&Row> = rows.iter().filter(|r| r.suite == suite).collect();
+    let mut subjects: Vec<&str> = Vec::new();
+    let mut lines: Vec<(&str, &str, &str)> = Vec::new();
+    let mut value: BTreeMap<(&str, &str, &str), f64> = BTreeMap::new();
+    for r in &in_suite {
+        if !subjects.contains(&r.subject.as_str()) {
+            subjects.push(&r.subject);
+        }
+        let line = (r.benchmark.as_str(), r.metric.as_str(), r.unit.as_str());
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+        value.insert((&r.benchmark, &r.metric, &r.subject), r.value);
+    }
+    // Ours first, as the ratio columns read.
+    subjects.sort_by_key(|s| !is_ours(s));
+    let ours: Vec<&str> = subjects.iter().copied().filter(|s| is_ours(s)).collect();
+    let peers: Vec<&str> = subjects.iter().copied().filter(|s| !is_ours(s)).collect();
+    let pairs: Vec<(&str, &str)> = ours
+        .iter()
+        .flat_map(|o| peers.iter().map(move |p| (*o, *p)))
+        .collect();
+
+    let mut md = String::from("| benchmark | metric |");
+    for s in &subjects {
+        let _ = write!(md, " {s} |");
+    }
+    for (o, p) in &pairs {
+        let _ = write!(md, " {o} / {p} |");
+    }
+    md.push_str("\n|---|---|");
+    md.push_str(&"---:|".repeat(subjects.len() + pairs.len()));
+    md.push('\n');
+    for (bench, metric, unit) in lines {
+        let _ = write!(md, "| {bench} | {metric} ({unit}) |");
+        for s in &subjects {
+            let v = value.get(&(bench, metric, s));
+            let _ = write!(md, " {} |", v.map_or_else(|| "—".into(), |v| fmt_value(*v)));
+        }
+        for (o, p) in &pairs {
+            let ratio = match (
+                value.get(&(bench, metric, o)),
+                value.get(&(bench, metric, p)),
+            ) {
+                (Some(o), Some(p)) if *p != 0.0 => Some(o / p),
+                _ => None,
+            };
+            let _ = write!(md, " {} |", fmt_ratio(ratio));
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+    md
+}
+
 /// Our figures with their ratios, as an aligned text table.
 pub fn summary(rows: &[Row]) -> String {
     let ratios = ratios(rows);
@@ -176,6 +255,10 @@ pub fn summary(rows: &[Row]) -> String {
         .max()
         .unwrap_or(9)
         .max(9);
+    if ours.is_empty() {
+        return "No figure of ours in this run (subjects named `kmem…`): only peers were measured.\n"
+            .into();
+    }
     let mut s = format!(
         "{:<bench_w$}  {:<16}  {:>12}  {:<6}  {:>12}\n",
         "benchmark", "subject", "value", "unit", "vs best peer"
@@ -232,5 +315,32 @@ mod tests {
             !text.contains("mimalloc"),
             "summary lists only our rows: {text}"
         );
+        let peers_only = summary(&rows[1..3]);
+        assert!(peers_only.contains("only peers"), "{peers_only}");
+    }
+
+    #[test]
+    fn versus_table_compares_ours_with_each_peer() {
+        let mut rows = vec![
+            row("larson", "kmem", 50.0, "ms"),
+            row("larson", "system", 100.0, "ms"),
+            row("larson", "mimalloc", 25.0, "ms"),
+            row("xmalloc", "system", 8.0, "ms"),
+        ];
+        for r in &mut rows {
+            r.suite = WORKLOADS.into();
+        }
+        let md = versus_table(&rows, WORKLOADS);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| benchmark | metric | kmem | system | mimalloc | kmem / system | kmem / mimalloc |"
+        );
+        assert_eq!(lines[1], "|---|---|---:|---:|---:|---:|---:|");
+        assert_eq!(
+            lines[2],
+            "| larson | m (ms) | 50 | 100 | 25 | 0.50x | 2.00x |"
+        );
+        assert_eq!(lines[3], "| xmalloc | m (ms) | — | 8 | — | — | — |");
     }
 }
