@@ -1,0 +1,438 @@
+//! The arena proper, everything that runs under the arena lock: spans and
+//! segments in address order, placing a request ([`Arena::alloc`]), splitting
+//! the chosen free segment ([`Arena::clip`]), and freeing with coalescing
+//! ([`Arena::free`]). `Vmem` wraps it in the lock and adds importing,
+//! waiting and the quantum caches.
+
+use allocator_api2::alloc::Allocator;
+
+use crate::error::{ArenaName, VmemError};
+use crate::fit::{Policy, Request};
+use crate::freelist::{FreeLists, instant_list, list_of};
+use crate::hash::BusyHash;
+use crate::stats::Counters;
+use crate::tag::{Kind, NIL, TagPool};
+
+/// Tags one operation may need: two to add an imported span, two to clip
+/// the chosen segment at both ends (the seed's `BT_MAXALLOC`).
+pub(crate) const TAGS_PER_OP: usize = 4;
+
+pub(crate) struct Arena<A: Allocator + Clone> {
+    pub name: ArenaName,
+    pub qshift: u32,
+    pub tags: TagPool<A>,
+    /// Every tag in address order (the seed's `vm_seglist`).
+    pub seg_head: u32,
+    pub seg_tail: u32,
+    /// Span tags alone in address order, through `lnext`/`lprev`.
+    pub span_head: u32,
+    pub free: FreeLists,
+    pub hash: BusyHash<A>,
+    /// The next-fit cursor: a tag at or before the end of the last next-fit
+    /// allocation; the next search starts after it.
+    pub rotor: u32,
+    /// Bytes in spans (`vm_size`), in busy segments (`vm_inuse`), and in
+    /// spans imported from the source.
+    pub total: usize,
+    pub inuse: usize,
+    pub imported: usize,
+    pub n_spans: usize,
+    pub n_free_segs: usize,
+    /// Bytes being imported right now, with the lock dropped.
+    pub importing: usize,
+    /// Threads waiting on the arena's condition variable.
+    pub waiters: usize,
+    pub counters: Counters,
+}
+
+impl<A: Allocator + Clone> Arena<A> {
+    pub fn new(name: ArenaName, quantum: usize, alloc: A) -> Result<Self, VmemError> {
+        let qshift = quantum.trailing_zeros();
+        let hash = BusyHash::new(alloc.clone(), qshift)
+            .map_err(|()| VmemError::NoMetadata { arena: name })?;
+        Ok(Arena {
+            name,
+            qshift,
+            tags: TagPool::new(alloc),
+            seg_head: NIL,
+            seg_tail: NIL,
+            span_head: NIL,
+            free: FreeLists::new(),
+            hash,
+            rotor: NIL,
+            total: 0,
+            inuse: 0,
+            imported: 0,
+            n_spans: 0,
+            n_free_segs: 0,
+            importing: 0,
+            waiters: 0,
+            counters: Counters::default(),
+        })
+    }
+
+    #[inline]
+    pub fn quantum(&self) -> usize {
+        1 << self.qshift
+    }
+
+    /// Makes sure the next operation cannot run out of tags halfway.
+    #[inline]
+    pub fn reserve(&mut self) -> Result<(), VmemError> {
+        self.tags
+            .reserve(TAGS_PER_OP)
+            .map_err(|()| VmemError::NoMetadata { arena: self.name })
+    }
+
+    // ---- the address-ordered tag list
+
+    fn link_before(&mut self, t: u32, before: u32) {
+        let prev = if before == NIL {
+            self.seg_tail
+        } else {
+            self.tags.get(before).prev
+        };
+        {
+            let tag = self.tags.get_mut(t);
+            tag.prev = prev;
+            tag.next = before;
+        }
+        match prev {
+            NIL => self.seg_head = t,
+            p => self.tags.get_mut(p).next = t,
+        }
+        match before {
+            NIL => self.seg_tail = t,
+            b => self.tags.get_mut(b).prev = t,
+        }
+    }
+
+    /// Unlinks `t` from the address-ordered list and returns it to the pool.
+    fn unlink(&mut self, t: u32) {
+        let (prev, next) = {
+            let tag = self.tags.get(t);
+            (tag.prev, tag.next)
+        };
+        match prev {
+            NIL => self.seg_head = next,
+            p => self.tags.get_mut(p).next = next,
+        }
+        match next {
+            NIL => self.seg_tail = prev,
+            n => self.tags.get_mut(n).prev = prev,
+        }
+        if self.rotor == t {
+            self.rotor = prev;
+        }
+        self.tags.put(t);
+    }
+
+    #[inline]
+    fn quanta(&self, size: usize) -> usize {
+        size >> self.qshift
+    }
+
+    #[inline]
+    fn file_free(&mut self, t: u32) {
+        let q = self.quanta(self.tags.get(t).size);
+        self.free.insert(&mut self.tags, t, q);
+        self.n_free_segs += 1;
+    }
+
+    #[inline]
+    fn unfile_free(&mut self, t: u32) {
+        let q = self.quanta(self.tags.get(t).size);
+        self.free.remove(&mut self.tags, t, q);
+        self.n_free_segs -= 1;
+    }
+
+    // ---- spans
+
+    /// Adds `[base, base + size)` as a span of `kind`, wholly free (the seed's
+    /// `vmem_add1`), in address order. Needs [`reserve`](Self::reserve).
+    pub fn add_span(&mut self, base: usize, size: usize, kind: Kind) -> Result<(), VmemError> {
+        let bad = |what| VmemError::InvalidSpan {
+            arena: self.name,
+            base,
+            size,
+            what,
+        };
+        let qmask = self.quantum() - 1;
+        if size == 0 {
+            return Err(bad("the span is empty"));
+        }
+        if (base | size) & qmask != 0 {
+            return Err(bad("base and size must be multiples of the quantum"));
+        }
+        let Some(end) = base.checked_add(size - 1) else {
+            return Err(bad("the span wraps past the end of the address space"));
+        };
+        // Find the first span above, checking the one below for overlap.
+        let (mut below, mut above) = (NIL, self.span_head);
+        while above != NIL && self.tags.get(above).start < base {
+            below = above;
+            above = self.tags.get(above).lnext;
+        }
+        if below != NIL && self.tags.get(below).end() >= base {
+            return Err(bad("the span overlaps a span of the arena"));
+        }
+        if above != NIL && self.tags.get(above).start <= end {
+            return Err(bad("the span overlaps a span of the arena"));
+        }
+        let span = self.tags.take(kind, base, size);
+        {
+            let tag = self.tags.get_mut(span);
+            tag.lnext = above;
+            tag.set_lprev(below);
+        }
+        match below {
+            NIL => self.span_head = span,
+            b => self.tags.get_mut(b).lnext = span,
+        }
+        if above != NIL {
+            self.tags.get_mut(above).set_lprev(span);
+        }
+        self.link_before(span, above);
+        let seg = self.tags.take(Kind::Free, base, size);
+        self.link_before(seg, above);
+        self.file_free(seg);
+        self.total += size;
+        self.n_spans += 1;
+        if kind == Kind::Span {
+            self.imported += size;
+        }
+        Ok(())
+    }
+
+    fn remove_span(&mut self, span: u32) {
+        let (below, above, size) = {
+            let tag = self.tags.get(span);
+            (tag.lprev(), tag.lnext, tag.size)
+        };
+        match below {
+            NIL => self.span_head = above,
+            b => self.tags.get_mut(b).lnext = above,
+        }
+        if above != NIL {
+            self.tags.get_mut(above).set_lprev(below);
+        }
+        self.unlink(span);
+        self.total -= size;
+        self.imported -= size;
+        self.n_spans -= 1;
+    }
+
+    // ---- allocation
+
+    /// Places `req` by `policy` and marks it busy; `None` if no free segment
+    /// can hold it. Needs [`reserve`](Self::reserve).
+    #[inline]
+    pub fn alloc(&mut self, req: &Request, policy: Policy) -> Option<usize> {
+        let found = match policy {
+            Policy::InstantFit => self.instant_fit(req),
+            Policy::BestFit => self.best_fit(req),
+            Policy::NextFit => self.next_fit(req),
+        };
+        let (t, x) = found?;
+        let busy = self.clip(t, x, req.size);
+        if policy == Policy::NextFit {
+            self.rotor = busy;
+        }
+        Some(x)
+    }
+
+    /// The head of the first list whose members all hold `req.size`; with
+    /// constraints, the first such head that satisfies them; then best fit.
+    #[inline]
+    fn instant_fit(&mut self, req: &Request) -> Option<(u32, usize)> {
+        let mut from = instant_list(self.quanta(req.size));
+        while let Some(list) = self.free.first_nonempty(from) {
+            let tag = self.tags.get(self.free.head(list));
+            if let Some(x) = req.place(tag.start, tag.end()) {
+                return Some((self.free.head(list), x));
+            }
+            from = list + 1;
+        }
+        self.counters.instant_fallbacks += 1;
+        self.best_fit(req)
+    }
+
+    /// The first fitting member of the smallest list that can hold the size,
+    /// then of each larger non-empty list (the seed's `M_BESTFIT` scan).
+    fn best_fit(&self, req: &Request) -> Option<(u32, usize)> {
+        let mut from = list_of(self.quanta(req.size));
+        while let Some(list) = self.free.first_nonempty(from) {
+            let mut t = self.free.head(list);
+            while t != NIL {
+                let tag = self.tags.get(t);
+                if tag.size >= req.size
+                    && let Some(x) = req.place(tag.start, tag.end())
+                {
+                    return Some((t, x));
+                }
+                t = tag.lnext;
+            }
+            from = list + 1;
+        }
+        None
+    }
+
+    /// The first fitting free segment after the rotor, wrapping around once.
+    fn next_fit(&self, req: &Request) -> Option<(u32, usize)> {
+        let start = match self.rotor {
+            NIL => self.seg_head,
+            r => self.tags.get(r).next,
+        };
+        let mut t = start;
+        let mut wrapped = false;
+        loop {
+            if t == NIL {
+                if wrapped || start == self.seg_head {
+                    return None;
+                }
+                wrapped = true;
+                t = self.seg_head;
+            }
+            if wrapped && t == start {
+                return None;
+            }
+            let tag = self.tags.get(t);
+            if tag.kind() == Kind::Free
+                && tag.size >= req.size
+                && let Some(x) = req.place(tag.start, tag.end())
+            {
+                return Some((t, x));
+            }
+            t = tag.next;
+        }
+    }
+
+    /// Carves `[x, x + size)` out of free tag `t` (the seed's `vmem_clip`):
+    /// what lies before and after stays free, the middle becomes busy.
+    #[inline]
+    fn clip(&mut self, t: u32, x: usize, size: usize) -> u32 {
+        self.unfile_free(t);
+        let start = self.tags.get(t).start;
+        if x != start {
+            let front = self.tags.take(Kind::Free, start, x - start);
+            self.link_before(front, t);
+            self.file_free(front);
+            let tag = self.tags.get_mut(t);
+            tag.start = x;
+            tag.size -= x - start;
+        }
+        let busy = if self.tags.get(t).size > size {
+            let busy = self.tags.take(Kind::Busy, x, size);
+            self.link_before(busy, t);
+            let tag = self.tags.get_mut(t);
+            tag.start += size;
+            tag.size -= size;
+            self.file_free(t);
+            busy
+        } else {
+            self.tags.get_mut(t).set_kind(Kind::Busy);
+            t
+        };
+        self.hash.insert(&mut self.tags, busy);
+        self.inuse += size;
+        busy
+    }
+
+    /// Counts a successful allocation.
+    #[inline]
+    pub fn count_alloc(&mut self, req: &Request, policy: Policy) {
+        let c = &mut self.counters;
+        match policy {
+            Policy::InstantFit => c.instant_fit += 1,
+            Policy::BestFit => c.best_fit += 1,
+            Policy::NextFit => c.next_fit += 1,
+        }
+        if !req.is_plain(1 << self.qshift) {
+            c.constrained += 1;
+        }
+    }
+
+    // ---- free
+
+    /// Frees the busy segment `[addr, addr + size)` (`size` rounded), merging
+    /// it with free neighbours (the seed's `vmem_xfree`). Returns the span to
+    /// release to the source if that left an imported span wholly free; the
+    /// caller releases it after dropping the lock.
+    #[inline]
+    pub fn free(
+        &mut self,
+        addr: usize,
+        size: usize,
+        asked: usize,
+    ) -> Result<Option<(usize, usize)>, VmemError> {
+        let Some((hprev, t)) = self.hash.find(&self.tags, addr) else {
+            return Err(VmemError::NotAllocated {
+                arena: self.name,
+                addr,
+                size: asked,
+            });
+        };
+        let allocated = self.tags.get(t).size;
+        if allocated != size {
+            return Err(VmemError::WrongSize {
+                arena: self.name,
+                addr,
+                size: asked,
+                allocated,
+            });
+        }
+        self.hash.remove(&mut self.tags, hprev, t);
+        self.inuse -= size;
+        self.tags.get_mut(t).set_kind(Kind::Free);
+
+        let next = self.tags.get(t).next;
+        if next != NIL && self.tags.get(next).kind() == Kind::Free {
+            self.unfile_free(next);
+            let grow = self.tags.get(next).size;
+            self.tags.get_mut(t).size += grow;
+            self.unlink(next);
+        }
+        // A span tag always precedes its segments, so `prev` exists.
+        let prev = self.tags.get(t).prev;
+        if self.tags.get(prev).kind() == Kind::Free {
+            self.unfile_free(prev);
+            let (pstart, psize) = (self.tags.get(prev).start, self.tags.get(prev).size);
+            let tag = self.tags.get_mut(t);
+            tag.start = pstart;
+            tag.size += psize;
+            self.unlink(prev);
+        }
+        let prev = self.tags.get(t).prev;
+        let (span, seg) = (*self.tags.get(prev), *self.tags.get(t));
+        if span.kind() == Kind::Span && span.size == seg.size {
+            debug_assert_eq!(span.start, seg.start);
+            self.unlink(t);
+            self.remove_span(prev);
+            return Ok(Some((seg.start, seg.size)));
+        }
+        self.file_free(t);
+        Ok(None)
+    }
+
+    /// The size of the largest free segment.
+    pub fn largest_free(&self) -> usize {
+        let Some(mut list) = self.free.first_nonempty(0) else {
+            return 0;
+        };
+        while let Some(higher) = self.free.first_nonempty(list + 1) {
+            list = higher;
+        }
+        let mut t = self.free.head(list);
+        let mut best = 0;
+        while t != NIL {
+            best = best.max(self.tags.get(t).size);
+            t = self.tags.get(t).lnext;
+        }
+        best
+    }
+
+    /// Bytes of metadata: tags and the hash table.
+    pub fn metadata_bytes(&self) -> usize {
+        self.tags.bytes() + self.hash.bytes()
+    }
+}

@@ -1,0 +1,201 @@
+//! Building an arena: the seed's `vmem_create` / `vmem_init` arguments and
+//! the `vmem_set_import`, `vmem_set_limit` and `vmem_set_reclaim` setters,
+//! as one builder.
+
+use allocator_api2::alloc::{Allocator, Global};
+use allocator_api2::boxed::Box;
+
+use crate::arena::Arena;
+use crate::error::{ArenaName, VmemError};
+use crate::source::{NoSource, Source};
+use crate::tag::Kind;
+use crate::vmem::{ReclaimFn, Vmem};
+
+/// Most quanta a quantum cache serves (the seed's `VMEM_QCACHE_IDX_MAX`).
+pub const QCACHE_MAX_QUANTA: usize = 16;
+
+/// The settings of a [`Vmem`] being built; from [`Vmem::builder`].
+///
+/// `A` is the allocator the arena's metadata (boundary tags, hash table,
+/// quantum caches) comes from, `S` its [`Source`], `R` its reclaim callback.
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<A = Global, S = NoSource, R = fn(&ArenaName)> {
+    name: ArenaName,
+    span: Option<(usize, usize)>,
+    quantum: usize,
+    qcache_max: usize,
+    source: S,
+    import_quantum: usize,
+    limit: usize,
+    reclaim: Option<R>,
+    alloc: A,
+}
+
+impl Vmem {
+    /// Starts building an arena called `name` (cut to
+    /// [`NAME_MAX`](crate::NAME_MAX) bytes), with quantum 1, no spans, no
+    /// quantum caches and no source; metadata from the global allocator.
+    pub fn builder(name: &str) -> Builder {
+        Builder {
+            name: ArenaName::new(name),
+            span: None,
+            quantum: 1,
+            qcache_max: 0,
+            source: NoSource,
+            import_quantum: 0,
+            limit: 0,
+            reclaim: None,
+            alloc: Global,
+        }
+    }
+}
+
+impl<A, S, R> Builder<A, S, R>
+where
+    A: Allocator + Clone + Send + Sync,
+    S: Source,
+    R: Fn(&ArenaName) + Send + Sync + 'static,
+{
+    /// The initial span `[base, base + size)` (the seed's `vmem_create`
+    /// base and size); a size of 0 means none. More spans can be added with
+    /// [`Vmem::add`].
+    pub fn span(mut self, base: usize, size: usize) -> Self {
+        self.span = (size != 0).then_some((base, size));
+        self
+    }
+
+    /// The unit of allocation, a power of two: every size is rounded up to
+    /// it and every address is a multiple of it. Default 1.
+    pub fn quantum(mut self, quantum: usize) -> Self {
+        self.quantum = quantum;
+        self
+    }
+
+    /// Serve sizes up to `max` bytes (a multiple of the quantum, at most
+    /// [`QCACHE_MAX_QUANTA`] quanta) from per-size quantum caches
+    /// (the seed's `qc_init`). 0, the default, means none.
+    pub fn qcache_max(mut self, max: usize) -> Self {
+        self.qcache_max = max;
+        self
+    }
+
+    /// Import spans from `source` when the arena cannot satisfy a request,
+    /// in multiples of `import_quantum` bytes (0 = the quantum), and release
+    /// each back once it is wholly free (`vmem_set_import`). A parent
+    /// [`Vmem`], an `Arc` or reference to one, or an
+    /// [`ImportFns`](crate::ImportFns) pair all work.
+    pub fn source<T: Source>(self, source: T, import_quantum: usize) -> Builder<A, T, R> {
+        Builder {
+            name: self.name,
+            span: self.span,
+            quantum: self.quantum,
+            qcache_max: self.qcache_max,
+            source,
+            import_quantum,
+            limit: self.limit,
+            reclaim: self.reclaim,
+            alloc: self.alloc,
+        }
+    }
+
+    /// Import at most `bytes` in total from the source (`vmem_set_limit`);
+    /// 0, the default, means no limit.
+    pub fn limit(mut self, bytes: usize) -> Self {
+        self.limit = bytes;
+        self
+    }
+
+    /// Call `reclaim(name)` when an allocation is about to fail, so that
+    /// the owner can free resources, then retry (`vmem_set_reclaim`). It
+    /// runs without the arena lock held.
+    pub fn reclaim<F>(self, reclaim: F) -> Builder<A, S, F>
+    where
+        F: Fn(&ArenaName) + Send + Sync + 'static,
+    {
+        Builder {
+            name: self.name,
+            span: self.span,
+            quantum: self.quantum,
+            qcache_max: self.qcache_max,
+            source: self.source,
+            import_quantum: self.import_quantum,
+            limit: self.limit,
+            reclaim: Some(reclaim),
+            alloc: self.alloc,
+        }
+    }
+
+    /// Take the arena's metadata (boundary tags, the busy hash, quantum
+    /// caches) from `alloc` instead of the global allocator, so the arena
+    /// can sit under a `GlobalAlloc` without calling it.
+    pub fn metadata<B>(self, alloc: B) -> Builder<B, S, R>
+    where
+        B: Allocator + Clone + Send + Sync,
+    {
+        Builder {
+            name: self.name,
+            span: self.span,
+            quantum: self.quantum,
+            qcache_max: self.qcache_max,
+            source: self.source,
+            import_quantum: self.import_quantum,
+            limit: self.limit,
+            reclaim: self.reclaim,
+            alloc,
+        }
+    }
+
+    /// Checks the settings and builds the arena.
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::InvalidConfig`] for a quantum that is not a power of
+    /// two, a `qcache_max` or import quantum that is not a multiple of it or
+    /// a `qcache_max` above [`QCACHE_MAX_QUANTA`] quanta;
+    /// [`VmemError::InvalidSpan`] for a bad initial span;
+    /// [`VmemError::NoMetadata`] if the metadata allocator fails.
+    pub fn build(self) -> Result<Vmem<A, S>, VmemError> {
+        let name = self.name;
+        let bad = |what| Err(VmemError::InvalidConfig { arena: name, what });
+        let q = self.quantum;
+        if !q.is_power_of_two() {
+            return bad("the quantum must be a power of two");
+        }
+        if !self.qcache_max.is_multiple_of(q) {
+            return bad("qcache_max must be a multiple of the quantum");
+        }
+        if self.qcache_max / q > QCACHE_MAX_QUANTA {
+            return bad("qcache_max must be at most 16 quanta");
+        }
+        let import_quantum = if self.import_quantum == 0 {
+            q
+        } else {
+            self.import_quantum
+        };
+        if !import_quantum.is_multiple_of(q) {
+            return bad("the import quantum must be a multiple of the quantum");
+        }
+        let no_meta = |_| VmemError::NoMetadata { arena: name };
+        let mut arena = Arena::new(name, q, self.alloc.clone())?;
+        if let Some((base, size)) = self.span {
+            arena.reserve()?;
+            arena.add_span(base, size, Kind::StaticSpan)?;
+        }
+        let reclaim: Option<ReclaimFn<A>> = match self.reclaim {
+            Some(f) => {
+                let boxed = Box::try_new_in(f, self.alloc.clone()).map_err(no_meta)?;
+                Some(allocator_api2::unsize_box!(boxed))
+            }
+            None => None,
+        };
+        Vmem::assemble(
+            arena,
+            self.qcache_max / q,
+            self.source,
+            import_quantum,
+            self.limit,
+            reclaim,
+            self.alloc,
+        )
+    }
+}

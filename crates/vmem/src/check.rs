@@ -1,0 +1,194 @@
+//! The full invariant walk behind [`Vmem::check`](crate::Vmem::check): the
+//! seed's `vmem_check_sanity` (no tag wraps, no two spans or segments
+//! overlap) and much more, each rule reported by name.
+
+use allocator_api2::alloc::Allocator;
+
+use crate::arena::Arena;
+use crate::error::VmemError;
+use crate::freelist::{NLISTS, list_of};
+use crate::tag::{Kind, NIL};
+
+impl<A: Allocator + Clone> Arena<A> {
+    /// Checks every invariant; the first one broken is the error.
+    pub fn check(&self) -> Result<(), VmemError> {
+        let corrupt = |addr, what| {
+            Err(VmemError::Corrupt {
+                arena: self.name,
+                addr,
+                what,
+            })
+        };
+        let qmask = self.quantum() - 1;
+
+        // 1. The address-ordered list: spans tiled exactly by segments.
+        let (mut total, mut inuse, mut imported) = (0usize, 0usize, 0usize);
+        let (mut spans, mut free, mut busy, mut linked) = (0usize, 0usize, 0usize, 0usize);
+        // Next address a segment must start at; `None` past `usize::MAX`.
+        let mut cursor: Option<usize> = None;
+        // End (inclusive) of the current span; `None` before the first.
+        let mut span_end: Option<usize> = None;
+        let (mut prev, mut prev_kind) = (NIL, Kind::Unused);
+        let mut t = self.seg_head;
+        while t != NIL {
+            let tag = self.tags.get(t);
+            let at = tag.start;
+            linked += 1;
+            if linked > self.tags.capacity() {
+                return corrupt(at, "the segment list has a cycle");
+            }
+            if tag.prev != prev {
+                return corrupt(at, "a tag's prev link does not name its predecessor");
+            }
+            if tag.size == 0 || (tag.start | tag.size) & qmask != 0 {
+                return corrupt(at, "a tag is empty or not a multiple of the quantum");
+            }
+            if tag.start.checked_add(tag.size - 1).is_none() {
+                return corrupt(at, "a tag wraps past the end of the address space");
+            }
+            match tag.kind() {
+                Kind::Span | Kind::StaticSpan => {
+                    if span_end.is_some() && cursor != span_end.and_then(|e| e.checked_add(1)) {
+                        return corrupt(at, "the previous span is not tiled by its segments");
+                    }
+                    if span_end.is_some_and(|e| tag.start <= e) {
+                        return corrupt(at, "spans overlap or are out of address order");
+                    }
+                    span_end = Some(tag.end());
+                    cursor = Some(tag.start);
+                    spans += 1;
+                    total += tag.size;
+                    if tag.kind() == Kind::Span {
+                        imported += tag.size;
+                    }
+                }
+                Kind::Free | Kind::Busy => {
+                    if cursor != Some(tag.start) {
+                        return corrupt(at, "a segment does not start where the last one ended");
+                    }
+                    if span_end.is_none_or(|e| tag.end() > e) {
+                        return corrupt(at, "a segment lies outside its span");
+                    }
+                    cursor = tag.end().checked_add(1);
+                    if tag.kind() == Kind::Free {
+                        if prev_kind == Kind::Free {
+                            return corrupt(at, "two free segments are adjacent, not merged");
+                        }
+                        free += 1;
+                    } else {
+                        if self.hash.find(&self.tags, tag.start).map(|(_, b)| b) != Some(t) {
+                            return corrupt(at, "a busy segment is missing from the busy hash");
+                        }
+                        busy += 1;
+                        inuse += tag.size;
+                    }
+                }
+                Kind::Unused => return corrupt(at, "an unused tag is on the segment list"),
+            }
+            prev = t;
+            prev_kind = tag.kind();
+            t = tag.next;
+        }
+        if self.seg_tail != prev {
+            return corrupt(0, "the segment list's tail is not its last tag");
+        }
+        if span_end.is_some() && cursor != span_end.and_then(|e| e.checked_add(1)) {
+            return corrupt(
+                span_end.unwrap_or(0),
+                "the last span is not tiled by its segments",
+            );
+        }
+        if (total, inuse, imported) != (self.total, self.inuse, self.imported) {
+            return corrupt(
+                0,
+                "span, busy or imported byte counts disagree with the tags",
+            );
+        }
+        if (spans, free) != (self.n_spans, self.n_free_segs) {
+            return corrupt(0, "span or free segment counts disagree with the tags");
+        }
+
+        // 2. The span list holds the same spans, in address order.
+        let (mut n, mut prev, mut t) = (0, NIL, self.span_head);
+        while t != NIL {
+            let tag = self.tags.get(t);
+            n += 1;
+            if !tag.kind().is_span() || tag.lprev() != prev || n > spans {
+                return corrupt(tag.start, "the span list is broken");
+            }
+            if prev != NIL && self.tags.get(prev).end() >= tag.start {
+                return corrupt(tag.start, "the span list is out of address order");
+            }
+            prev = t;
+            t = tag.lnext;
+        }
+        if n != spans {
+            return corrupt(0, "the span list misses spans");
+        }
+
+        // 3. Free lists: every member free, on its size's list; bitmap exact.
+        let mut listed = 0;
+        for list in 0..NLISTS {
+            let (mut prev, mut t) = (NIL, self.free.head(list));
+            if self.free.marked(list) != (t != NIL) {
+                return corrupt(
+                    list,
+                    "the free-list bitmap disagrees with list (address = list)",
+                );
+            }
+            while t != NIL {
+                let tag = self.tags.get(t);
+                listed += 1;
+                if listed > free {
+                    return corrupt(tag.start, "the free lists hold more tags than are free");
+                }
+                if tag.kind() != Kind::Free || tag.lprev() != prev {
+                    return corrupt(tag.start, "a free list holds a non-free or mislinked tag");
+                }
+                if list_of(tag.size >> self.qshift) != list {
+                    return corrupt(tag.start, "a free segment is on the wrong free list");
+                }
+                prev = t;
+                t = tag.lnext;
+            }
+        }
+        if listed != free {
+            return corrupt(0, "a free segment is missing from the free lists");
+        }
+
+        // 4. The busy hash holds exactly the busy segments.
+        let mut hashed = 0;
+        let mut wrong = None;
+        if let Err(addr) = self.hash.for_each(&self.tags, |t| {
+            hashed += 1;
+            if self.tags.get(t).kind() != Kind::Busy && wrong.is_none() {
+                wrong = Some(self.tags.get(t).start);
+            }
+        }) {
+            return corrupt(addr, "a busy segment is filed in the wrong hash bucket");
+        }
+        if let Some(addr) = wrong {
+            return corrupt(addr, "the busy hash holds a tag that is not busy");
+        }
+        if hashed != busy || self.hash.len() != busy {
+            return corrupt(0, "the busy hash count disagrees with the busy segments");
+        }
+
+        // 5. Every tag is either linked or on the unused stack.
+        let (mut unused, mut t) = (0, self.tags.unused_head());
+        while t != NIL {
+            unused += 1;
+            if unused > self.tags.n_unused() || self.tags.get(t).kind() != Kind::Unused {
+                return corrupt(0, "the unused tag stack is broken");
+            }
+            t = self.tags.get(t).lnext;
+        }
+        if unused != self.tags.n_unused() || linked + unused != self.tags.capacity() {
+            return corrupt(0, "boundary tags were lost");
+        }
+        if self.rotor != NIL && self.tags.get(self.rotor).kind() == Kind::Unused {
+            return corrupt(0, "the next-fit cursor names an unused tag");
+        }
+        Ok(())
+    }
+}

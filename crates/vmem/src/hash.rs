@@ -1,0 +1,183 @@
+//! The hash of busy segments, keyed by start address (the seed's
+//! `vm_hashlist`, `bt_lookupbusy`, `bt_insbusy`, `bt_rembusy`).
+//!
+//! Buckets are `u32` tag indices; chains run through the tags' `lnext`, so a
+//! busy segment costs no memory beyond its tag and its share of a bucket.
+//! The table keeps between one and four buckets per busy segment: the seed's
+//! `vmem_periodic` rule (grow when the power of two above the count reaches
+//! twice the table, shrink when it falls to a quarter), applied at insert and
+//! remove instead of from a ten-second callout, and without the seed's cap of
+//! 131072 buckets so lookups stay O(1) at millions of live segments. A resize
+//! that cannot get memory keeps the old table, which stays correct.
+
+use allocator_api2::alloc::Allocator;
+use allocator_api2::vec::Vec;
+
+use crate::tag::{Kind, NIL, TagPool};
+
+/// Smallest table (`VMEM_HASHSIZE_MIN`).
+const MIN_BUCKETS: usize = 16;
+
+pub(crate) struct BusyHash<A: Allocator + Clone> {
+    buckets: Vec<u32, A>,
+    /// `64 - log2(buckets.len())`: Fibonacci hashing keeps the top bits.
+    shift: u32,
+    /// Quantum shift: low address bits are always zero, drop them first.
+    qshift: u32,
+    count: usize,
+}
+
+impl<A: Allocator + Clone> BusyHash<A> {
+    pub fn new(alloc: A, qshift: u32) -> Result<Self, ()> {
+        let buckets = Self::table(alloc, MIN_BUCKETS)?;
+        Ok(BusyHash {
+            buckets,
+            shift: 64 - MIN_BUCKETS.trailing_zeros(),
+            qshift,
+            count: 0,
+        })
+    }
+
+    fn table(alloc: A, n: usize) -> Result<Vec<u32, A>, ()> {
+        let mut v = Vec::new_in(alloc);
+        v.try_reserve_exact(n).map_err(drop)?;
+        v.resize(n, NIL);
+        Ok(v)
+    }
+
+    #[inline]
+    fn bucket(&self, addr: usize) -> usize {
+        let key = (addr as u64) >> self.qshift;
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    /// Number of busy segments.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Number of buckets.
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Bytes of metadata the table holds.
+    pub fn bytes(&self) -> usize {
+        self.buckets.capacity() * size_of::<u32>()
+    }
+
+    /// Adds busy tag `t`.
+    #[inline]
+    pub fn insert(&mut self, tags: &mut TagPool<A>, t: u32) {
+        let b = self.bucket(tags.get(t).start);
+        tags.get_mut(t).lnext = self.buckets[b];
+        self.buckets[b] = t;
+        self.count += 1;
+        if self.count >= self.buckets.len() {
+            self.resize(tags, self.buckets.len() * 2);
+        }
+    }
+
+    /// The busy tag starting at `addr`, with its predecessor in the chain.
+    #[inline]
+    pub fn find(&self, tags: &TagPool<A>, addr: usize) -> Option<(u32, u32)> {
+        let mut prev = NIL;
+        let mut t = self.buckets[self.bucket(addr)];
+        while t != NIL {
+            let tag = tags.get(t);
+            if tag.start == addr {
+                debug_assert_eq!(tag.kind(), Kind::Busy);
+                return Some((prev, t));
+            }
+            prev = t;
+            t = tag.lnext;
+        }
+        None
+    }
+
+    /// Unlinks `t`, found by [`find`](Self::find) with predecessor `prev`.
+    #[inline]
+    pub fn remove(&mut self, tags: &mut TagPool<A>, prev: u32, t: u32) {
+        let next = tags.get(t).lnext;
+        if prev == NIL {
+            let b = self.bucket(tags.get(t).start);
+            self.buckets[b] = next;
+        } else {
+            tags.get_mut(prev).lnext = next;
+        }
+        self.count -= 1;
+        if self.count < self.buckets.len() / 4 && self.buckets.len() > MIN_BUCKETS {
+            let want = (self.count + 1).next_power_of_two().max(MIN_BUCKETS);
+            self.resize(tags, want);
+        }
+    }
+
+    #[cold]
+    fn resize(&mut self, tags: &mut TagPool<A>, n: usize) {
+        let Ok(new) = Self::table(self.buckets.allocator().clone(), n) else {
+            return;
+        };
+        let old = core::mem::replace(&mut self.buckets, new);
+        self.shift = 64 - n.trailing_zeros();
+        for &head in old.iter() {
+            let mut t = head;
+            while t != NIL {
+                let next = tags.get(t).lnext;
+                let b = self.bucket(tags.get(t).start);
+                tags.get_mut(t).lnext = self.buckets[b];
+                self.buckets[b] = t;
+                t = next;
+            }
+        }
+    }
+
+    /// Walks every chain for `check`: calls `f(tag)` for each entry and
+    /// returns `Err(start)` of the first entry filed in the wrong bucket.
+    pub fn for_each(&self, tags: &TagPool<A>, mut f: impl FnMut(u32)) -> Result<(), usize> {
+        for (b, &head) in self.buckets.iter().enumerate() {
+            let mut t = head;
+            while t != NIL {
+                let tag = tags.get(t);
+                if self.bucket(tag.start) != b {
+                    return Err(tag.start);
+                }
+                f(t);
+                t = tag.lnext;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allocator_api2::alloc::Global;
+
+    #[test]
+    fn grows_and_shrinks_with_the_count() {
+        let mut tags = TagPool::new(Global);
+        tags.reserve(1000).unwrap();
+        let mut h = BusyHash::new(Global, 4).unwrap();
+        let ts: std::vec::Vec<u32> = (0..1000)
+            .map(|i| {
+                let t = tags.take(Kind::Busy, i * 16, 16);
+                h.insert(&mut tags, t);
+                t
+            })
+            .collect();
+        assert!(
+            h.buckets() >= 1000 && h.buckets() <= 4096,
+            "{}",
+            h.buckets()
+        );
+        for (i, &t) in ts.iter().enumerate() {
+            let (prev, found) = h.find(&tags, i * 16).unwrap();
+            assert_eq!(found, t);
+            h.remove(&mut tags, prev, t);
+            assert!(h.find(&tags, i * 16).is_none());
+        }
+        assert_eq!(h.len(), 0);
+        assert_eq!(h.buckets(), MIN_BUCKETS);
+    }
+}

@@ -1,0 +1,471 @@
+//! [`Vmem`]: the arena behind its lock, with importing from the source,
+//! releasing to it, reclaim, and waiting (the seed's `vmem_xalloc` loop,
+//! `vmem_import`, `vmem_xfree`, `vmem_add`, `vmem_size`).
+
+use std::time::{Duration, Instant};
+
+use allocator_api2::alloc::{Allocator, Global};
+use allocator_api2::boxed::Box;
+use kmem_sys::sync::{Condvar, Mutex, MutexGuard};
+
+use crate::arena::{Arena, TAGS_PER_OP};
+use crate::error::{ArenaName, VmemError};
+use crate::fit::{Constraints, Policy, Request};
+use crate::source::{NoSource, Source};
+use crate::stats::VmemStats;
+use crate::tag::{Kind, NIL};
+
+/// The boxed reclaim callback, in the metadata allocator.
+pub(crate) type ReclaimFn<A> = Box<dyn Fn(&ArenaName) + Send + Sync, A>;
+
+/// A resource arena: hands out ranges of `usize` (addresses, IDs, offsets)
+/// in multiples of its quantum. See the [crate docs](crate) for the theory.
+///
+/// `A` is the allocator its metadata comes from, `S` the [`Source`] it
+/// imports spans from. Every method takes `&self`; share an arena between
+/// threads with an `Arc` or a `static`.
+pub struct Vmem<A: Allocator + Clone = Global, S: Source = NoSource> {
+    name: ArenaName,
+    qshift: u32,
+    import_quantum: usize,
+    limit: usize,
+    source: S,
+    reclaim: Option<ReclaimFn<A>>,
+    arena: Mutex<Arena<A>>,
+    /// Signalled on free, add and import when a thread waits (`vm_cv`).
+    cv: Condvar,
+}
+
+/// How long an allocation may wait for resources.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Fail at once (`M_NOWAIT`).
+    No,
+    /// Wait until the deadline, or for ever (`M_WAITOK`).
+    Until(Option<Instant>, Duration),
+}
+
+impl<A, S> Vmem<A, S>
+where
+    A: Allocator + Clone + Send + Sync,
+    S: Source,
+{
+    pub(crate) fn assemble(
+        arena: Arena<A>,
+        _qcache_quanta: usize,
+        source: S,
+        import_quantum: usize,
+        limit: usize,
+        reclaim: Option<ReclaimFn<A>>,
+        _alloc: A,
+    ) -> Result<Self, VmemError> {
+        Ok(Vmem {
+            name: arena.name,
+            qshift: arena.qshift,
+            import_quantum,
+            limit,
+            source,
+            reclaim,
+            arena: Mutex::new(arena),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// The arena's name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The arena's quantum.
+    #[inline]
+    pub fn quantum(&self) -> usize {
+        1 << self.qshift
+    }
+
+    /// `size` rounded up to the quantum (`vmem_roundup_size`), refusing 0
+    /// and sizes that overflow.
+    #[inline]
+    fn round(&self, size: usize) -> Result<usize, VmemError> {
+        let mask = self.quantum() - 1;
+        match size.checked_add(mask) {
+            Some(s) if size != 0 => Ok(s & !mask),
+            _ => Err(self.bad_size(size)),
+        }
+    }
+
+    #[cold]
+    fn bad_size(&self, size: usize) -> VmemError {
+        let what = if size == 0 {
+            "the size is zero"
+        } else {
+            "the size overflows when rounded to the quantum"
+        };
+        VmemError::InvalidSize {
+            arena: self.name,
+            size,
+            what,
+        }
+    }
+
+    /// Allocates `size` bytes (rounded up to the quantum) placed by
+    /// `policy`, without waiting (`vmem_alloc(..., M_NOWAIT)`).
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::Exhausted`] when no free segment, import or reclaim
+    /// can satisfy it; [`VmemError::InvalidSize`] for 0.
+    #[inline]
+    pub fn alloc(&self, size: usize, policy: Policy) -> Result<usize, VmemError> {
+        let size = self.round(size)?;
+        let req = Request::plain(size, self.quantum());
+        self.place(&req, policy, Wait::No)
+    }
+
+    /// Allocates `size` bytes placed within the constraints `c`
+    /// (`vmem_xalloc`); see [`Constraints`] for what each field means.
+    ///
+    /// # Errors
+    ///
+    /// As [`alloc`](Self::alloc), and [`VmemError::InvalidConstraints`] for
+    /// constraints that are malformed or can never be met.
+    pub fn xalloc(&self, size: usize, c: &Constraints, policy: Policy) -> Result<usize, VmemError> {
+        let size = self.round(size)?;
+        let req = Request::new(self.name, size, self.quantum(), c)?;
+        self.place(&req, policy, Wait::No)
+    }
+
+    /// Like [`alloc`](Self::alloc), but when the arena is exhausted waits
+    /// for a free, an [`add`](Self::add) or an import to make room
+    /// (`M_WAITOK`): for ever if `timeout` is `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::TimedOut`] when the timeout passes first.
+    pub fn alloc_wait(
+        &self,
+        size: usize,
+        policy: Policy,
+        timeout: Option<Duration>,
+    ) -> Result<usize, VmemError> {
+        self.xalloc_wait(size, &Constraints::default(), policy, timeout)
+    }
+
+    /// Like [`xalloc`](Self::xalloc), waiting as
+    /// [`alloc_wait`](Self::alloc_wait) does.
+    ///
+    /// # Errors
+    ///
+    /// As [`xalloc`](Self::xalloc), and [`VmemError::TimedOut`].
+    pub fn xalloc_wait(
+        &self,
+        size: usize,
+        c: &Constraints,
+        policy: Policy,
+        timeout: Option<Duration>,
+    ) -> Result<usize, VmemError> {
+        let size = self.round(size)?;
+        let req = Request::new(self.name, size, self.quantum(), c)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.place(
+            &req,
+            policy,
+            Wait::Until(deadline, timeout.unwrap_or_default()),
+        )
+    }
+
+    /// The fast path: one lock, one placement.
+    #[inline]
+    fn place(&self, req: &Request, policy: Policy, wait: Wait) -> Result<usize, VmemError> {
+        {
+            let mut g = self.arena.lock();
+            if g.tags.n_unused() >= TAGS_PER_OP
+                && let Some(x) = g.alloc(req, policy)
+            {
+                g.count_alloc(req, policy);
+                return Ok(x);
+            }
+        }
+        self.place_slow(req, policy, wait)
+    }
+
+    /// The seed's `vmem_xalloc` loop: fill tags, search, import, drain the
+    /// quantum caches and reclaim, then wait or fail.
+    #[cold]
+    fn place_slow(&self, req: &Request, policy: Policy, wait: Wait) -> Result<usize, VmemError> {
+        let mut g = self.arena.lock();
+        loop {
+            if let Err(e) = g.reserve() {
+                g.counters.failures += 1;
+                return Err(e);
+            }
+            if let Some(x) = g.alloc(req, policy) {
+                g.count_alloc(req, policy);
+                return Ok(x);
+            }
+            if self.source.imports() {
+                match self.import(&mut g, req) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        g.counters.failures += 1;
+                        return Err(e);
+                    }
+                }
+            }
+            if self.reclaim.is_some() {
+                let avail = g.total - g.inuse;
+                g.counters.reclaims += 1;
+                MutexGuard::unlocked(&mut g, || self.run_reclaim());
+                if g.total - g.inuse > avail {
+                    continue;
+                }
+            }
+            let Wait::Until(deadline, timeout) = wait else {
+                g.counters.failures += 1;
+                return Err(VmemError::Exhausted {
+                    arena: self.name,
+                    size: req.size,
+                });
+            };
+            g.counters.waits += 1;
+            g.waiters += 1;
+            let timed_out = match deadline {
+                Some(d) => self.cv.wait_until(&mut g, d).timed_out(),
+                None => {
+                    self.cv.wait(&mut g);
+                    false
+                }
+            };
+            g.waiters -= 1;
+            if timed_out {
+                // One last look: a free may have raced with the timeout.
+                g.reserve()?;
+                if let Some(x) = g.alloc(req, policy) {
+                    g.count_alloc(req, policy);
+                    return Ok(x);
+                }
+                g.counters.timeouts += 1;
+                g.counters.failures += 1;
+                return Err(VmemError::TimedOut {
+                    arena: self.name,
+                    size: req.size,
+                    waited: timeout,
+                });
+            }
+        }
+    }
+
+    fn run_reclaim(&self) {
+        if let Some(f) = &self.reclaim {
+            f(&self.name);
+        }
+    }
+
+    /// Imports a span big enough for `req` (`vmem_import`): the size is
+    /// padded by twice the alignment when that is above the quantum, and
+    /// rounded to the import quantum. `Ok(false)` if the source has none or
+    /// the limit forbids it.
+    fn import(&self, g: &mut MutexGuard<'_, Arena<A>>, req: &Request) -> Result<bool, VmemError> {
+        let padded = if req.align != self.quantum() {
+            req.align
+                .checked_mul(2)
+                .and_then(|a| a.checked_add(req.size))
+        } else {
+            Some(req.size)
+        };
+        let iq = self.import_quantum;
+        let Some(size) = padded.and_then(|s| s.checked_next_multiple_of(iq)) else {
+            return Ok(false);
+        };
+        if self.limit != 0 && g.imported + g.importing + size > self.limit {
+            return Ok(false);
+        }
+        // Count the span as imported while the lock is dropped, so racing
+        // imports cannot overshoot the limit together.
+        g.importing += size;
+        let got = MutexGuard::unlocked(g, || self.source.import(size));
+        g.importing -= size;
+        let Some(base) = got else {
+            g.counters.import_failures += 1;
+            return Ok(false);
+        };
+        if let Err(e) = g
+            .reserve()
+            .and_then(|()| g.add_span(base, size, Kind::Span))
+        {
+            g.counters.import_failures += 1;
+            MutexGuard::unlocked(g, || self.source.release(base, size));
+            return Err(e);
+        }
+        g.counters.imports += 1;
+        self.wake(g);
+        Ok(true)
+    }
+
+    #[inline]
+    fn wake(&self, g: &Arena<A>) {
+        if g.waiters != 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Frees the segment `[addr, addr + size)` that
+    /// [`alloc`](Self::alloc) returned (`vmem_free`).
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::NotAllocated`] or [`VmemError::WrongSize`] if that is
+    /// not exactly an allocated segment; the arena is left unchanged.
+    #[inline]
+    pub fn free(&self, addr: usize, size: usize) -> Result<(), VmemError> {
+        self.xfree(addr, size)
+    }
+
+    /// Frees a segment that [`xalloc`](Self::xalloc) returned
+    /// (`vmem_xfree`), merging it with free neighbours; a span imported from
+    /// the source is released once it is wholly free.
+    ///
+    /// # Errors
+    ///
+    /// As [`free`](Self::free).
+    #[inline]
+    pub fn xfree(&self, addr: usize, size: usize) -> Result<(), VmemError> {
+        let rounded = match self.round(size) {
+            Ok(r) => r,
+            Err(_) => return Err(self.bad_free(addr, size)),
+        };
+        let mut g = self.arena.lock();
+        match g.free(addr, rounded, size) {
+            Ok(None) => {
+                g.counters.frees += 1;
+                self.wake(&g);
+                Ok(())
+            }
+            Ok(Some((base, span))) => {
+                g.counters.frees += 1;
+                g.counters.releases += 1;
+                self.wake(&g);
+                drop(g);
+                self.source.release(base, span);
+                Ok(())
+            }
+            Err(e) => {
+                g.counters.bad_frees += 1;
+                Err(e)
+            }
+        }
+    }
+
+    #[cold]
+    fn bad_free(&self, addr: usize, size: usize) -> VmemError {
+        self.arena.lock().counters.bad_frees += 1;
+        VmemError::NotAllocated {
+            arena: self.name,
+            addr,
+            size,
+        }
+    }
+
+    /// Adds the span `[base, base + size)` to the arena, wholly free
+    /// (`vmem_add`). It is never released to the source.
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::InvalidSpan`] if it is empty, not a multiple of the
+    /// quantum, wraps past `usize::MAX` or overlaps a span of the arena.
+    pub fn add(&self, base: usize, size: usize) -> Result<(), VmemError> {
+        let mut g = self.arena.lock();
+        g.reserve()?;
+        g.add_span(base, size, Kind::StaticSpan)?;
+        self.wake(&g);
+        Ok(())
+    }
+
+    /// Walks every invariant of the arena (address order, tiling of spans,
+    /// no overlap, no adjacent free segments, free lists and their bitmap,
+    /// the busy hash, the accounting) and reports the first violation.
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::Corrupt`] naming the tag's address and the broken rule.
+    pub fn check(&self) -> Result<(), VmemError> {
+        self.arena.lock().check()
+    }
+
+    /// A snapshot of the arena's sizes and counters (`vmem_size` and more).
+    pub fn stats(&self) -> VmemStats {
+        let g = self.arena.lock();
+        let c = &g.counters;
+        VmemStats {
+            quantum: self.quantum(),
+            allocated: g.inuse,
+            free: g.total - g.inuse,
+            total: g.total,
+            largest_free: g.largest_free(),
+            imported: g.imported,
+            limit: self.limit,
+            spans: g.n_spans,
+            busy_segments: g.hash.len(),
+            free_segments: g.n_free_segs,
+            instant_fit: c.instant_fit,
+            best_fit: c.best_fit,
+            next_fit: c.next_fit,
+            instant_fallbacks: c.instant_fallbacks,
+            constrained: c.constrained,
+            frees: c.frees,
+            bad_frees: c.bad_frees,
+            failures: c.failures,
+            imports: c.imports,
+            import_failures: c.import_failures,
+            releases: c.releases,
+            waits: c.waits,
+            timeouts: c.timeouts,
+            reclaims: c.reclaims,
+            qcache_allocs: 0,
+            qcache_frees: 0,
+            qcache_cached: 0,
+            tags: g.tags.capacity(),
+            hash_buckets: g.hash.buckets(),
+            metadata_bytes: g.metadata_bytes(),
+        }
+    }
+}
+
+impl<A, S> Drop for Vmem<A, S>
+where
+    A: Allocator + Clone,
+    S: Source,
+{
+    /// Returns every imported span to the source, busy segments and all
+    /// (they die with the arena), unlike the seed's `vmem_destroy`, which
+    /// requires an empty arena and keeps them.
+    fn drop(&mut self) {
+        let arena = self.arena.get_mut();
+        let mut t = arena.span_head;
+        while t != NIL {
+            let span = *arena.tags.get(t);
+            if span.kind() == Kind::Span {
+                self.source.release(span.start, span.size);
+            }
+            t = span.lnext;
+        }
+    }
+}
+
+/// A child arena imports from its parent through `alloc` and releases with
+/// `free` (the seed's `vmem_create(..., vmem_alloc, vmem_free, parent)`).
+impl<A, S> Source for Vmem<A, S>
+where
+    A: Allocator + Clone + Send + Sync,
+    S: Source,
+{
+    fn import(&self, size: usize) -> Option<usize> {
+        self.alloc(size, Policy::InstantFit).ok()
+    }
+
+    fn release(&self, base: usize, size: usize) {
+        if let Err(e) = self.free(base, size) {
+            panic!("vmem: a child arena released a span its parent did not give: {e}");
+        }
+    }
+}
