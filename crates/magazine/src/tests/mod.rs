@@ -1,0 +1,3 @@
+//! Loom models (`RUSTFLAGS="--cfg loom" cargo test -p kmem-magazine --lib loom`).
+
+mod loom_depot;

@@ -1,0 +1,291 @@
+//! Each path of alloc and free, resizing and reaping with a manual clock.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::Counting;
+use kmem_magazine::{Config, Depot, MagazinePair, Magazines, ManualClock, Mode};
+
+fn modes() -> [Mode; 2] {
+    [Mode::PerCpu, Mode::PerThread]
+}
+
+#[test]
+fn loaded_magazine_serves_lifo() {
+    for mode in modes() {
+        let m = Magazines::new(
+            Counting::new(1000),
+            Config::new("lifo", 64).mode(mode).cpu_slots(1),
+        )
+        .unwrap();
+        let a = m.alloc().unwrap();
+        let b = m.alloc().unwrap();
+        assert_ne!(a, b);
+        m.free(a);
+        m.free(b);
+        assert_eq!(m.alloc(), Some(b));
+        assert_eq!(m.alloc(), Some(a));
+        let s = m.stats();
+        assert_eq!(
+            s.counts.alloc_misses, 1,
+            "{mode:?}: only the first alloc imports"
+        );
+        assert_eq!(s.counts.alloc_hits, 3);
+        assert_eq!(s.import_calls, 1);
+        assert_eq!(
+            s.imported, 15,
+            "a 64-byte cache starts with 15-round magazines"
+        );
+        m.free(a);
+        m.free(b);
+        m.check().unwrap();
+    }
+}
+
+#[test]
+fn previous_magazine_is_swapped_in() {
+    for mode in modes() {
+        let m = Magazines::new(
+            Counting::new(1000),
+            Config::new("prev", 64).mode(mode).cpu_slots(1),
+        )
+        .unwrap();
+        let n = m.depot().magazine_size();
+        let items: Vec<_> = (0..2 * n).map(|_| m.alloc().unwrap()).collect();
+        // Fill the loaded magazine, then the next free swaps in the empty
+        // previous magazine (no depot visit).
+        for &i in &items {
+            m.free(i);
+        }
+        let s = m.stats();
+        assert_eq!(s.cached, 2 * n, "{mode:?}");
+        let before = s.depot_free;
+        // Allocating 2n now drains loaded, swaps to previous, drains it.
+        let again: HashSet<_> = (0..2 * n).map(|_| m.alloc().unwrap()).collect();
+        assert_eq!(again, items.iter().copied().collect());
+        let s = m.stats();
+        assert_eq!(s.depot_free, before);
+        assert_eq!(s.import_calls, 2, "{mode:?}: served from the pair");
+        for i in again {
+            m.free(i);
+        }
+    }
+}
+
+#[test]
+fn depot_exchanges_full_and_empty_magazines() {
+    for mode in modes() {
+        let m = Magazines::new(
+            Counting::new(10_000),
+            Config::new("depot", 64).mode(mode).cpu_slots(1),
+        )
+        .unwrap();
+        let n = m.depot().magazine_size();
+        let items: Vec<_> = (0..5 * n).map(|_| m.alloc().unwrap()).collect();
+        for &i in &items {
+            m.free(i);
+        }
+        let s = m.stats();
+        assert!(
+            s.full_magazines >= 2,
+            "{mode:?}: frees pushed full magazines to the depot: {s:?}"
+        );
+        let imports = s.import_calls;
+        let again: HashSet<_> = (0..5 * n).map(|_| m.alloc().unwrap()).collect();
+        assert_eq!(again.len(), 5 * n);
+        let s = m.stats();
+        assert_eq!(
+            s.import_calls, imports,
+            "{mode:?}: served from depot magazines"
+        );
+        assert!(s.depot_alloc >= 2);
+        m.check().unwrap();
+        for i in again {
+            m.free(i);
+        }
+    }
+}
+
+#[test]
+fn exhausted_backend_gives_none_and_purge_returns_everything() {
+    for mode in modes() {
+        let m = Magazines::new(
+            Counting::new(40),
+            Config::new("small", 64).mode(mode).cpu_slots(2),
+        )
+        .unwrap();
+        let items: Vec<_> = std::iter::from_fn(|| m.alloc()).collect();
+        assert_eq!(items.len(), 40);
+        assert_eq!(m.alloc(), None);
+        for &i in &items {
+            m.free(i);
+        }
+        m.purge();
+        let s = m.stats();
+        assert_eq!(s.cached, 0);
+        assert_eq!(m.backend().outstanding(), 0, "{mode:?}");
+        assert_eq!(s.released, 40);
+    }
+}
+
+#[test]
+fn drop_returns_everything_to_the_backend() {
+    let backend = Counting::new(1000);
+    {
+        let m = Magazines::new(&backend, Config::new("drop", 64)).unwrap();
+        let items: Vec<_> = (0..100).map(|_| m.alloc().unwrap()).collect();
+        for i in items {
+            m.free(i);
+        }
+    }
+    assert_eq!(backend.outstanding(), 0);
+}
+
+#[test]
+fn pair_against_an_explicit_depot() {
+    let depot = Depot::new(Counting::new(1000), Config::new("pair", 64)).unwrap();
+    let mut pair = MagazinePair::new();
+    let a = pair.alloc(&depot).unwrap();
+    assert_eq!(pair.cached(), depot.magazine_size() - 1);
+    pair.free(&depot, a);
+    assert_eq!(pair.alloc_hit(), Some(a));
+    pair.free(&depot, a);
+    pair.flush(&depot);
+    assert_eq!(depot.stats().cached, depot.magazine_size());
+    depot.purge();
+    assert_eq!(depot.backend().outstanding(), 0);
+}
+
+#[test]
+#[should_panic(expected = "bound to another depot")]
+fn pair_refuses_a_second_depot() {
+    let d1 = Depot::new(Counting::new(100), Config::new("one", 64)).unwrap();
+    let d2 = Depot::new(Counting::new(100), Config::new("two", 64)).unwrap();
+    let mut pair = MagazinePair::new();
+    let a = pair.alloc(&d1).unwrap();
+    pair.free(&d1, a);
+    // Drain the loaded magazine so the next alloc visits a depot.
+    while pair.alloc_hit().is_some() {}
+    let _ = pair.alloc(&d2);
+}
+
+static RESIZE_CLOCK: ManualClock = ManualClock::new();
+
+#[test]
+fn contention_grows_the_magazine_size() {
+    let cfg = Config::new("resize", 64)
+        .clock(&RESIZE_CLOCK)
+        .contention_threshold(0)
+        .mode(Mode::PerCpu)
+        .cpu_slots(4);
+    let m = std::sync::Arc::new(Magazines::new(Counting::new(usize::MAX), cfg).unwrap());
+    assert_eq!(m.depot().magazine_size(), 15);
+    // Contend for the depot from two threads with 1-in-flight churn so every
+    // round trip crosses magazine boundaries.
+    let mut grew = false;
+    for _ in 0..200 {
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let m = &m;
+                s.spawn(move || {
+                    for _ in 0..2000 {
+                        let v: Vec<_> = (0..40).map(|_| m.alloc().unwrap()).collect();
+                        for i in v {
+                            m.free(i);
+                        }
+                    }
+                });
+            }
+        });
+        RESIZE_CLOCK.advance(Duration::from_secs(15));
+        m.update();
+        if m.depot().magazine_size() > 15 {
+            grew = true;
+            break;
+        }
+    }
+    let s = m.stats();
+    assert!(s.depot_contention > 0, "{s:?}");
+    assert!(grew, "magazines never grew: {s:?}");
+    assert_eq!(s.resizes, 1);
+    assert_eq!(s.magazine_size, 31);
+    m.check().unwrap();
+}
+
+static REAP_CLOCK: ManualClock = ManualClock::new();
+
+#[test]
+fn reap_releases_magazines_outside_the_working_set() {
+    let cfg = Config::new("reap", 64)
+        .clock(&REAP_CLOCK)
+        .mode(Mode::PerCpu)
+        .cpu_slots(1)
+        .resizing(false);
+    let m = Magazines::new(Counting::new(10_000), cfg).unwrap();
+    let n = m.depot().magazine_size();
+    let items: Vec<_> = (0..10 * n).map(|_| m.alloc().unwrap()).collect();
+    for &i in &items {
+        m.free(i);
+    }
+    let full = m.stats().full_magazines;
+    assert!(full >= 8);
+    // Within the first interval nothing is outside the working set yet.
+    m.reap();
+    assert_eq!(m.stats().full_magazines, full);
+    // Two quiet intervals: the lists never dipped, so all of them may go.
+    REAP_CLOCK.advance(Duration::from_secs(15));
+    m.update();
+    REAP_CLOCK.advance(Duration::from_secs(15));
+    m.update();
+    m.reap();
+    let s = m.stats();
+    assert_eq!(s.full_magazines, 0, "{s:?}");
+    assert!(s.reaped as usize >= full, "{s:?}");
+    assert_eq!(m.backend().outstanding(), s.cached);
+}
+
+#[test]
+fn reap_keeps_the_working_set() {
+    static CLOCK: ManualClock = ManualClock::new();
+    let cfg = Config::new("ws", 64)
+        .clock(&CLOCK)
+        .mode(Mode::PerCpu)
+        .cpu_slots(1)
+        .resizing(false);
+    let m = Magazines::new(Counting::new(10_000), cfg).unwrap();
+    let n = m.depot().magazine_size();
+    let items: Vec<_> = (0..10 * n).map(|_| m.alloc().unwrap()).collect();
+    for &i in &items {
+        m.free(i);
+    }
+    let full = m.stats().full_magazines;
+    CLOCK.advance(Duration::from_secs(15));
+    m.update();
+    // This interval uses 4 magazines' worth: the list dips by about 4.
+    let used: Vec<_> = (0..4 * n).map(|_| m.alloc().unwrap()).collect();
+    for i in used {
+        m.free(i);
+    }
+    CLOCK.advance(Duration::from_secs(15));
+    m.update();
+    m.reap();
+    let left = m.stats().full_magazines;
+    assert!(
+        left > 0 && left < full,
+        "kept the working set: {left} of {full}"
+    );
+}
+
+#[test]
+fn bad_config_is_an_error_naming_the_cache() {
+    let e = Magazines::new(Counting::new(1), Config::new("bad", 64).magazine_size(0))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("\"bad\""), "{e}");
+    let e = Magazines::new(Counting::new(1), Config::new("bad2", 64).magazine_size(500))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("magazine size"), "{e}");
+}
