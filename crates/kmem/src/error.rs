@@ -64,6 +64,14 @@ pub enum KmemError {
         /// Size of the buffer the address belongs to.
         actual: usize,
     },
+    /// A consistency check found broken state.
+    #[error("{cache}: corrupt: {what}")]
+    Corrupt {
+        /// Cache name.
+        cache: &'static str,
+        /// The first broken invariant found.
+        what: String,
+    },
     /// The constructor refused to build an object.
     #[error("{cache}: constructor failed")]
     CtorFailed {

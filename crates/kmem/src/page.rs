@@ -18,11 +18,12 @@
 //! resident size drops at once, and every page the layer hands out reads as
 //! zero — which is why zeroed allocations never need a memset here.
 //!
-//! A byte per page (the page map) records which size class owns a page, so
-//! `kmem_free` can tell a buffer's class from its address in one load.
+//! A word per page (the page map) records which cache's keg owns a page, so
+//! a free can tell in one load whether a pointer belongs to the cache it is
+//! given to, and `kmem_free` which size class a buffer came from.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use kmem_sys::{PageSource, Reservation, SysError, page_size};
@@ -39,14 +40,14 @@ pub const IMPORT_QUANTUM: usize = 2 << 20;
 /// down until the OS agrees.
 const GLOBAL_RESERVE: [usize; 4] = [256 << 30, 64 << 30, 16 << 30, 4 << 30];
 
-/// Page-map byte of a page no size class owns.
-pub const NO_OWNER: u8 = 0;
+/// Owner tag of pages allocated without one.
+pub const NO_OWNER: u32 = 0;
 
 /// The reserved address space, its arena and the page map.
 pub struct Kva {
     reservation: Reservation,
     arena: Vmem<Meta>,
-    /// One byte per page of the reservation (committed, demand-zero).
+    /// One `u32` per page of the reservation (committed, demand-zero).
     map: Reservation,
     /// Bytes committed by imports into a `pages` arena.
     committed: AtomicUsize,
@@ -56,7 +57,7 @@ impl Kva {
     fn new(size: usize) -> Result<Self, SysError> {
         let reservation = Reservation::with_align(size, IMPORT_QUANTUM)?;
         let size = reservation.size();
-        let map = Reservation::new(size / page_size())?;
+        let map = Reservation::new(size / page_size() * 4)?;
         map.commit(0, map.size())?;
         let arena = Vmem::builder("kva")
             .span(reservation.base().as_ptr() as usize, size)
@@ -72,17 +73,17 @@ impl Kva {
     }
 
     /// The page-map entries of `[addr, addr + size)`.
-    fn entries(&self, addr: usize, size: usize) -> &[AtomicU8] {
+    fn entries(&self, addr: usize, size: usize) -> &[AtomicU32] {
         let first = self.offset(addr) / page_size();
         let n = size / page_size();
-        let map = self.map.base().cast::<AtomicU8>().as_ptr();
+        let map = self.map.base().cast::<AtomicU32>().as_ptr();
         // SAFETY: the map is committed, holds one byte per page of the
         // reservation, and callers pass ranges inside the reservation.
         unsafe { core::slice::from_raw_parts(map.add(first), n) }
     }
 
     /// Records a fresh allocation and its owner in the page map.
-    fn mark(&self, addr: usize, size: usize, owner: u8) {
+    fn mark(&self, addr: usize, size: usize, owner: u32) {
         let e = self.entries(addr, size);
         e[0].store(START | owner, Ordering::Relaxed);
         for b in &e[1..] {
@@ -119,7 +120,7 @@ impl Kva {
     }
 
     #[inline]
-    fn owner_of(&self, addr: usize) -> Option<u8> {
+    fn owner_of(&self, addr: usize) -> Option<u32> {
         if !self.reservation.contains(addr) {
             return None;
         }
@@ -129,11 +130,11 @@ impl Kva {
 }
 
 /// Page-map bits: first page of an allocation, a later page, the owner tag.
-const START: u8 = 0x80;
-const CONT: u8 = 0x40;
-const OWNER: u8 = 0x3f;
+const START: u32 = 1 << 31;
+const CONT: u32 = 1 << 30;
+const OWNER: u32 = CONT - 1;
 /// Largest owner tag [`PageLayer::alloc_owned`] takes.
-pub const MAX_OWNER: u8 = OWNER;
+pub const MAX_OWNER: u32 = OWNER;
 
 /// Either the process-wide address space or a private one.
 #[derive(Clone)]
@@ -284,7 +285,7 @@ impl PageLayer {
     /// # Errors
     ///
     /// As [`alloc`](Self::alloc).
-    pub fn alloc_owned(&self, size: usize, align: usize, owner: u8) -> Result<NonNull<u8>, KmemError> {
+    pub fn alloc_owned(&self, size: usize, align: usize, owner: u32) -> Result<NonNull<u8>, KmemError> {
         debug_assert!(owner <= MAX_OWNER);
         if size == 0 || !align.is_power_of_two() {
             return Err(KmemError::InvalidRequest {
@@ -346,7 +347,7 @@ impl PageLayer {
     /// allocation holding `addr`, or `None` if no allocation of this layer
     /// holds it. One load: this is how `kmem_free` finds a buffer's class.
     #[inline]
-    pub fn owner_of(&self, addr: usize) -> Option<u8> {
+    pub fn owner_of(&self, addr: usize) -> Option<u32> {
         self.kva().owner_of(addr)
     }
 

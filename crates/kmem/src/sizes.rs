@@ -72,6 +72,57 @@ pub const CLASS_SIZES: [usize; 47] = [
     16 * 8192,
 ];
 
+/// Each class cache's name, as illumos names them (`kmem_alloc_<size>`).
+pub const CLASS_NAMES: [&str; NUM_CLASSES] = [
+    "kmem_alloc_8",
+    "kmem_alloc_16",
+    "kmem_alloc_24",
+    "kmem_alloc_32",
+    "kmem_alloc_40",
+    "kmem_alloc_48",
+    "kmem_alloc_56",
+    "kmem_alloc_64",
+    "kmem_alloc_80",
+    "kmem_alloc_96",
+    "kmem_alloc_112",
+    "kmem_alloc_128",
+    "kmem_alloc_160",
+    "kmem_alloc_192",
+    "kmem_alloc_224",
+    "kmem_alloc_256",
+    "kmem_alloc_320",
+    "kmem_alloc_384",
+    "kmem_alloc_448",
+    "kmem_alloc_512",
+    "kmem_alloc_640",
+    "kmem_alloc_768",
+    "kmem_alloc_896",
+    "kmem_alloc_1024",
+    "kmem_alloc_1152",
+    "kmem_alloc_1344",
+    "kmem_alloc_1600",
+    "kmem_alloc_2048",
+    "kmem_alloc_2688",
+    "kmem_alloc_4096",
+    "kmem_alloc_8192",
+    "kmem_alloc_12288",
+    "kmem_alloc_16384",
+    "kmem_alloc_24576",
+    "kmem_alloc_32768",
+    "kmem_alloc_40960",
+    "kmem_alloc_49152",
+    "kmem_alloc_57344",
+    "kmem_alloc_65536",
+    "kmem_alloc_73728",
+    "kmem_alloc_81920",
+    "kmem_alloc_90112",
+    "kmem_alloc_98304",
+    "kmem_alloc_106496",
+    "kmem_alloc_114688",
+    "kmem_alloc_122880",
+    "kmem_alloc_131072",
+];
+
 /// Number of size classes.
 pub const NUM_CLASSES: usize = CLASS_SIZES.len();
 
@@ -140,6 +191,13 @@ pub fn class_for(size: usize, align: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_match_sizes() {
+        for (n, s) in CLASS_NAMES.iter().zip(CLASS_SIZES) {
+            assert_eq!(*n, format!("kmem_alloc_{s}"));
+        }
+    }
 
     #[test]
     fn table_matches_the_seed() {

@@ -7,6 +7,31 @@
 
 use core::fmt;
 
+/// A row for every size class of `kmem_alloc`/[`Kmem`](crate::Kmem) in
+/// use, then one for every live [`Cache`](crate::Cache).
+///
+/// ```
+/// let cache = kmem::Cache::builder("stats-demo", 48, 8).build()?;
+/// let p = cache.alloc()?;
+/// let rows = kmem::stats::caches();
+/// let row = rows.iter().find(|r| r.name == "stats-demo").unwrap();
+/// assert_eq!(row.buf_in_use, 1);
+/// // SAFETY: p came from this cache.
+/// unsafe { cache.free(p)? };
+/// # Ok::<(), kmem::KmemError>(())
+/// ```
+pub fn caches() -> Vec<CacheStats> {
+    let mut rows = crate::alloc::class_stats();
+    rows.extend(crate::cache::live_caches().iter().map(crate::Cache::stats));
+    rows
+}
+
+/// Reaps every size class and every live cache once (`kmem_reap`); returns
+/// the slabs given back to the page layer.
+pub fn reap_all() -> usize {
+    crate::alloc::reap_classes(false) + crate::cache::live_caches().iter().map(crate::Cache::reap).sum::<usize>()
+}
+
 /// One cache's figures at the moment of the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CacheStats {
