@@ -160,13 +160,15 @@ impl<K: Deref<Target = CacheKeg> + Send + Sync> Backend for Fill<K> {
                     break;
                 }
             };
+            let before = filled;
             for &p in &raw[..got] {
                 if self.construct(p) {
                     out[filled].write(Buf(p));
                     filled += 1;
                 }
             }
-            if got < want {
+            // Stop at a short batch or a refusing constructor.
+            if got < want || filled - before < got {
                 break;
             }
         }
