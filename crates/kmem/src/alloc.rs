@@ -1,0 +1,290 @@
+//! `kmem_alloc`: the size-class caches and the process-wide allocator
+//! behind both [`kmem_alloc`] and [`Kmem`](crate::Kmem).
+//!
+//! Each class of [`crate::sizes`] has a keg (pages from the process-wide
+//! page layer, stamped with the class as owner) and a magazine depot. The
+//! front end is one thread-local struct holding a loaded/previous magazine
+//! pair per class (`kmem_magazine::MagazinePair`): a hit is a thread-local
+//! access, a class lookup and a pop — no lock, no atomic. A thread's
+//! magazines go to the depots when it exits; an allocation made after its
+//! thread-locals are gone (in another thread-local's destructor) goes to the
+//! keg directly. Nothing here calls the global allocator: kegs, depots and
+//! magazines keep their metadata in [`Meta`].
+//!
+//! Requests above [`MAX_CACHED`](crate::sizes::MAX_CACHED), or aligned more
+//! than any class provides, go to the page layer (owner tag 0).
+
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use std::sync::OnceLock;
+
+use kmem_magazine::{Config, Depot, MagazinePair};
+use kmem_slab::Keg;
+
+use crate::Meta;
+use crate::error::KmemError;
+use crate::fill::{Buf, CacheKeg, Fill, Pages};
+use crate::page::{NO_OWNER, PageLayer};
+use crate::sizes::{CLASS_NAMES, CLASS_SIZES, NUM_CLASSES, class_align, class_for};
+use crate::stats::CacheStats;
+
+type ClassDepot = Depot<Fill<&'static CacheKeg>, Meta>;
+
+static KEGS: OnceLock<[CacheKeg; NUM_CLASSES]> = OnceLock::new();
+static DEPOTS: OnceLock<[ClassDepot; NUM_CLASSES]> = OnceLock::new();
+
+/// Page-map owner tag of class `c`.
+#[inline]
+fn owner(c: usize) -> u32 {
+    c as u32 + 1
+}
+
+#[cold]
+fn init() -> &'static [ClassDepot; NUM_CLASSES] {
+    DEPOTS.get_or_init(|| {
+        let layer = PageLayer::global();
+        let kegs = KEGS.get_or_init(|| {
+            core::array::from_fn(|c| {
+                Keg::builder(CLASS_NAMES[c], CLASS_SIZES[c], class_align(c))
+                    .source(Pages::Layer(layer, owner(c)))
+                    .metadata(Meta)
+                    .build()
+                    .expect("kmem: every size class has a slab layout")
+            })
+        });
+        core::array::from_fn(|c| {
+            let fill = Fill::new(&kegs[c], None, None);
+            Depot::new_in(fill, Config::new(CLASS_NAMES[c], CLASS_SIZES[c]), Meta)
+                .expect("kmem: the default magazine configuration is valid")
+        })
+    })
+}
+
+#[inline]
+fn depots() -> &'static [ClassDepot; NUM_CLASSES] {
+    match DEPOTS.get() {
+        Some(d) => d,
+        None => init(),
+    }
+}
+
+/// One thread's magazines, a pair per class.
+struct ThreadCache {
+    pairs: [MagazinePair<Buf>; NUM_CLASSES],
+}
+
+impl Drop for ThreadCache {
+    fn drop(&mut self) {
+        if let Some(depots) = DEPOTS.get() {
+            for (pair, depot) in self.pairs.iter_mut().zip(depots) {
+                pair.flush(depot);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static THREAD: UnsafeCell<ThreadCache> = const {
+        UnsafeCell::new(ThreadCache { pairs: [const { MagazinePair::new() }; NUM_CLASSES] })
+    };
+}
+
+/// Allocates one buffer of class `c`.
+#[inline]
+pub(crate) fn class_alloc(c: usize) -> Option<NonNull<u8>> {
+    let hit = THREAD.try_with(|t| {
+        // SAFETY: only this thread reaches its cache, and no call below can
+        // re-enter this function while the borrow lives (magazine hits call
+        // nothing).
+        unsafe { (*t.get()).pairs[c].alloc_hit() }
+    });
+    match hit {
+        Ok(Some(Buf(p))) => Some(p),
+        _ => class_alloc_slow(c),
+    }
+}
+
+#[cold]
+fn class_alloc_slow(c: usize) -> Option<NonNull<u8>> {
+    let depot = &depots()[c];
+    // SAFETY: as above; the depot and keg under the pair never allocate
+    // through the global allocator, so they cannot re-enter either.
+    match THREAD.try_with(|t| unsafe { (*t.get()).pairs[c].alloc(depot) }) {
+        Ok(b) => b.map(|Buf(p)| p),
+        // Thread-locals already destroyed: straight to the keg.
+        Err(_) => depot.backend().keg.alloc().ok(),
+    }
+}
+
+/// Frees one buffer of class `c`.
+#[inline]
+pub(crate) fn class_free(c: usize, p: NonNull<u8>) {
+    let rest = THREAD.try_with(|t| {
+        // SAFETY: as in `class_alloc`.
+        unsafe { (*t.get()).pairs[c].free_hit(Buf(p)) }
+    });
+    if !matches!(rest, Ok(Ok(()))) {
+        class_free_slow(c, p);
+    }
+}
+
+#[cold]
+fn class_free_slow(c: usize, p: NonNull<u8>) {
+    let depot = &depots()[c];
+    // SAFETY: as in `class_alloc_slow`.
+    if THREAD.try_with(|t| unsafe { (*t.get()).pairs[c].free(depot, Buf(p)) }).is_err() {
+        // SAFETY: `p` is a buffer of this class's keg, no longer used.
+        let r = unsafe { depot.backend().keg.free(p) };
+        debug_assert!(r.is_ok(), "{r:?}");
+    }
+}
+
+/// The class whose pages hold `p`, `Some(None)` for a page-layer block, or
+/// `None` if `p` is no allocation of ours.
+#[inline]
+pub(crate) fn owner_class(p: NonNull<u8>) -> Option<Option<usize>> {
+    match PageLayer::global().owner_of(p.as_ptr() as usize)? {
+        NO_OWNER => Some(None),
+        o if (o as usize) <= NUM_CLASSES => Some(Some(o as usize - 1)),
+        _ => None,
+    }
+}
+
+/// Allocates `size` bytes aligned to `align` from the class caches or the
+/// page layer. Shared by [`kmem_alloc`] and `Kmem`.
+#[inline]
+pub(crate) fn alloc_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
+    match class_for(size, align) {
+        Some(c) => class_alloc(c),
+        None => PageLayer::global().alloc(size, align).ok(),
+    }
+}
+
+/// Allocates `size` bytes (`kmem_alloc(size, KM_NOSLEEP)`): 8-byte aligned,
+/// and 64-byte aligned when `size` is a multiple of 64, as the seed's table
+/// arranges. Sizes above 128 KiB come from the page layer.
+///
+/// ```
+/// let p = kmem::kmem_alloc(100)?;
+/// // SAFETY: 100 bytes of ours until the free below.
+/// unsafe {
+///     p.as_ptr().write_bytes(7, 100);
+///     kmem::kmem_free(p, 100)?;
+/// }
+/// # Ok::<(), kmem::KmemError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`KmemError::InvalidRequest`] for size 0, [`KmemError::OutOfMemory`].
+pub fn kmem_alloc(size: usize) -> Result<NonNull<u8>, KmemError> {
+    if size == 0 {
+        return Err(KmemError::InvalidRequest { cache: "kmem_alloc", size, align: 8, why: "size is 0" });
+    }
+    alloc_aligned(size, 8).ok_or(KmemError::OutOfMemory { cache: "kmem_alloc", size })
+}
+
+/// [`kmem_alloc`] with the memory zeroed (`kmem_zalloc`). Page-layer
+/// blocks come zeroed already and are not written.
+///
+/// # Errors
+///
+/// As [`kmem_alloc`].
+pub fn kmem_zalloc(size: usize) -> Result<NonNull<u8>, KmemError> {
+    let p = kmem_alloc(size)?;
+    if class_for(size, 8).is_some() {
+        // SAFETY: `size` bytes of ours.
+        unsafe { p.as_ptr().write_bytes(0, size) };
+    }
+    Ok(p)
+}
+
+/// Frees `size` bytes at `ptr` from [`kmem_alloc`] or [`kmem_zalloc`]
+/// (`kmem_free`). `size` must be the size allocated; a size from another
+/// class is detected from the page map.
+///
+/// # Errors
+///
+/// [`KmemError::WrongSize`] if `size` belongs to another class than the
+/// buffer, [`KmemError::BadFree`] if `ptr` is not from `kmem_alloc`;
+/// nothing is freed then.
+///
+/// # Safety
+///
+/// `ptr` must not be used after the call.
+pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) -> Result<(), KmemError> {
+    let addr = ptr.as_ptr() as usize;
+    let bad = |why: &str| KmemError::BadFree { cache: "kmem_alloc", addr, why: why.to_string() };
+    let Some(owner) = owner_class(ptr) else {
+        return Err(bad("not an address kmem_alloc handed out"));
+    };
+    match (class_for(size, 8), owner) {
+        (Some(c), Some(o)) if c == o => {
+            class_free(c, ptr);
+            Ok(())
+        }
+        (None, None) if size > 0 => {
+            // SAFETY: the caller gives up `ptr`; a wrong size is refused.
+            unsafe { PageLayer::global().free(ptr, size) }
+        }
+        (_, Some(o)) => Err(KmemError::WrongSize { addr, given: size, actual: CLASS_SIZES[o] }),
+        (_, None) => Err(bad("size does not match the page-layer block")),
+    }
+}
+
+/// Releases depot magazines beyond the working set and empty slabs of every
+/// class; with `purge`, empties the depots and this thread's magazines too.
+pub(crate) fn reap_classes(purge: bool) -> usize {
+    let Some(depots) = DEPOTS.get() else { return 0 };
+    if purge {
+        let _ = THREAD.try_with(|t| {
+            // SAFETY: this thread's cache; flushing calls only the depot.
+            let tc = unsafe { &mut *t.get() };
+            for (pair, depot) in tc.pairs.iter_mut().zip(depots) {
+                pair.flush(depot);
+            }
+        });
+    }
+    depots
+        .iter()
+        .map(|d| {
+            if purge {
+                d.purge();
+            } else {
+                d.update();
+                d.reap();
+            }
+            d.backend().keg.reap()
+        })
+        .sum()
+}
+
+/// A statistics row per class that has been used.
+pub(crate) fn class_stats() -> Vec<CacheStats> {
+    let Some(depots) = DEPOTS.get() else { return Vec::new() };
+    depots
+        .iter()
+        .filter_map(|d| {
+            let k = d.backend().keg.stats();
+            let m = d.stats();
+            let allocs = m.counts.alloc_hits + m.counts.alloc_misses;
+            (k.slab_creates > 0).then(|| CacheStats {
+                name: k.name.to_string(),
+                buf_size: k.buf_size,
+                buf_total: (k.bufs_in_use + k.bufs_free) as u64,
+                mem_in_use: k.page_bytes() as u64,
+                buf_in_use: (k.bufs_in_use as u64).saturating_sub(m.cached as u64),
+                allocs,
+                frees: m.counts.free_hits + m.counts.free_misses,
+                alloc_fail: k.alloc_fails,
+                magazine_hits: m.counts.alloc_hits,
+                cached: m.cached as u64,
+                magazine_size: m.magazine_size,
+                depot_contention: m.depot_contention,
+                slabs_created: k.slab_creates,
+                slabs_destroyed: k.slab_destroys,
+                limit: 0,
+            })
+        })
+        .collect()
+}
