@@ -24,7 +24,11 @@ const L64: Layout = match Layout::from_size_align(64, 8) {
     Err(_) => panic!("valid layout"),
 };
 
-fn pair_global(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, a: &dyn GlobalAlloc) {
+fn pair_global(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    a: &dyn GlobalAlloc,
+) {
     g.bench_function(id("64B pair", name), |b| {
         b.iter(|| {
             // SAFETY: a 64-byte block freed with its own layout.
@@ -58,7 +62,11 @@ impl Table {
         for (i, e) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *e = c;
         }
@@ -77,7 +85,9 @@ fn facade(c: &mut Criterion) {
         })
     });
     let objs = ObjectCache::new("bench64-typed", || [0u64; 8]);
-    g.bench_function(id("64B pair", "kmem ObjectCache"), |b| b.iter(|| black_box(objs.alloc())));
+    g.bench_function(id("64B pair", "kmem ObjectCache"), |b| {
+        b.iter(|| black_box(objs.alloc()))
+    });
     pair_global(&mut g, "kmem", &Kmem::new());
     pair_global(&mut g, "mimalloc", &MiMalloc);
     pair_global(&mut g, "jemalloc", &Jemalloc);
@@ -100,7 +110,9 @@ fn facade(c: &mut Criterion) {
     g.bench_function(id("expensive ctor", "kmem ObjectCache"), |b| {
         b.iter(|| black_box(tables.alloc().0[255]))
     });
-    g.bench_function(id("expensive ctor", "Box::new"), |b| b.iter(|| black_box(Box::new(Table::new()).0[255])));
+    g.bench_function(id("expensive ctor", "Box::new"), |b| {
+        b.iter(|| black_box(Box::new(Table::new()).0[255]))
+    });
     g.finish();
 }
 

@@ -54,10 +54,24 @@ fn init() -> &'static [ClassDepot; NUM_CLASSES] {
         });
         core::array::from_fn(|c| {
             let fill = Fill::new(&kegs[c], None, None);
-            Depot::new_in(fill, Config::new(CLASS_NAMES[c], CLASS_SIZES[c]), Meta)
+            let config = Config::new(CLASS_NAMES[c], CLASS_SIZES[c])
+                .magazine_size(start_rounds(CLASS_SIZES[c]));
+            Depot::new_in(fill, config, Meta)
                 .expect("kmem: the default magazine configuration is valid")
         })
     })
+}
+
+/// Starting magazine size of a class. The seed starts small and grows
+/// under depot contention; a process allocator without contention would stay
+/// at 15 rounds and visit the depot (a lock and a clock read) every 15 frees,
+/// so small classes start at UMA-like bucket sizes instead.
+fn start_rounds(size: usize) -> usize {
+    match size {
+        0..=1024 => 143,
+        1025..=4096 => 63,
+        _ => 15,
+    }
 }
 
 #[inline]
@@ -89,17 +103,26 @@ thread_local! {
     };
 }
 
+/// Runs `f` on this thread's magazine pair for class `c`; `None` once the
+/// thread's thread-locals are gone.
+#[inline(always)]
+fn with_pair<R>(c: usize, f: impl FnOnce(&mut MagazinePair<Buf>) -> R) -> Option<R> {
+    THREAD
+        .try_with(|t| {
+            // SAFETY: only this thread reaches its cache, and `f` never
+            // re-enters the allocator: magazine hits call nothing, and the
+            // depot, keg and page layer under a pair never allocate through
+            // the global allocator.
+            f(unsafe { &mut (*t.get()).pairs[c] })
+        })
+        .ok()
+}
+
 /// Allocates one buffer of class `c`.
 #[inline]
 pub(crate) fn class_alloc(c: usize) -> Option<NonNull<u8>> {
-    let hit = THREAD.try_with(|t| {
-        // SAFETY: only this thread reaches its cache, and no call below can
-        // re-enter this function while the borrow lives (magazine hits call
-        // nothing).
-        unsafe { (*t.get()).pairs[c].alloc_hit() }
-    });
-    match hit {
-        Ok(Some(Buf(p))) => Some(p),
+    match with_pair(c, MagazinePair::alloc_hit) {
+        Some(Some(Buf(p))) => Some(p),
         _ => class_alloc_slow(c),
     }
 }
@@ -107,23 +130,17 @@ pub(crate) fn class_alloc(c: usize) -> Option<NonNull<u8>> {
 #[cold]
 fn class_alloc_slow(c: usize) -> Option<NonNull<u8>> {
     let depot = &depots()[c];
-    // SAFETY: as above; the depot and keg under the pair never allocate
-    // through the global allocator, so they cannot re-enter either.
-    match THREAD.try_with(|t| unsafe { (*t.get()).pairs[c].alloc(depot) }) {
-        Ok(b) => b.map(|Buf(p)| p),
+    match with_pair(c, |pair| pair.alloc(depot)) {
+        Some(b) => b.map(|Buf(p)| p),
         // Thread-locals already destroyed: straight to the keg.
-        Err(_) => depot.backend().keg.alloc().ok(),
+        None => depot.backend().keg.alloc().ok(),
     }
 }
 
 /// Frees one buffer of class `c`.
 #[inline]
 pub(crate) fn class_free(c: usize, p: NonNull<u8>) {
-    let rest = THREAD.try_with(|t| {
-        // SAFETY: as in `class_alloc`.
-        unsafe { (*t.get()).pairs[c].free_hit(Buf(p)) }
-    });
-    if !matches!(rest, Ok(Ok(()))) {
+    if with_pair(c, |pair| pair.free_hit(Buf(p))) != Some(Ok(())) {
         class_free_slow(c, p);
     }
 }
@@ -131,8 +148,7 @@ pub(crate) fn class_free(c: usize, p: NonNull<u8>) {
 #[cold]
 fn class_free_slow(c: usize, p: NonNull<u8>) {
     let depot = &depots()[c];
-    // SAFETY: as in `class_alloc_slow`.
-    if THREAD.try_with(|t| unsafe { (*t.get()).pairs[c].free(depot, Buf(p)) }).is_err() {
+    if with_pair(c, |pair| pair.free(depot, Buf(p))).is_none() {
         // SAFETY: `p` is a buffer of this class's keg, no longer used.
         let r = unsafe { depot.backend().keg.free(p) };
         debug_assert!(r.is_ok(), "{r:?}");
@@ -179,9 +195,17 @@ pub(crate) fn alloc_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
 /// [`KmemError::InvalidRequest`] for size 0, [`KmemError::OutOfMemory`].
 pub fn kmem_alloc(size: usize) -> Result<NonNull<u8>, KmemError> {
     if size == 0 {
-        return Err(KmemError::InvalidRequest { cache: "kmem_alloc", size, align: 8, why: "size is 0" });
+        return Err(KmemError::InvalidRequest {
+            cache: "kmem_alloc",
+            size,
+            align: 8,
+            why: "size is 0",
+        });
     }
-    alloc_aligned(size, 8).ok_or(KmemError::OutOfMemory { cache: "kmem_alloc", size })
+    alloc_aligned(size, 8).ok_or(KmemError::OutOfMemory {
+        cache: "kmem_alloc",
+        size,
+    })
 }
 
 /// [`kmem_alloc`] with the memory zeroed (`kmem_zalloc`). Page-layer
@@ -214,7 +238,11 @@ pub fn kmem_zalloc(size: usize) -> Result<NonNull<u8>, KmemError> {
 /// `ptr` must not be used after the call.
 pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) -> Result<(), KmemError> {
     let addr = ptr.as_ptr() as usize;
-    let bad = |why: &str| KmemError::BadFree { cache: "kmem_alloc", addr, why: why.to_string() };
+    let bad = |why: &str| KmemError::BadFree {
+        cache: "kmem_alloc",
+        addr,
+        why: why.to_string(),
+    };
     let Some(owner) = owner_class(ptr) else {
         return Err(bad("not an address kmem_alloc handed out"));
     };
@@ -227,7 +255,11 @@ pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) -> Result<(), KmemError> 
             // SAFETY: the caller gives up `ptr`; a wrong size is refused.
             unsafe { PageLayer::global().free(ptr, size) }
         }
-        (_, Some(o)) => Err(KmemError::WrongSize { addr, given: size, actual: CLASS_SIZES[o] }),
+        (_, Some(o)) => Err(KmemError::WrongSize {
+            addr,
+            given: size,
+            actual: CLASS_SIZES[o],
+        }),
         (_, None) => Err(bad("size does not match the page-layer block")),
     }
 }
@@ -237,13 +269,9 @@ pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) -> Result<(), KmemError> 
 pub(crate) fn reap_classes(purge: bool) -> usize {
     let Some(depots) = DEPOTS.get() else { return 0 };
     if purge {
-        let _ = THREAD.try_with(|t| {
-            // SAFETY: this thread's cache; flushing calls only the depot.
-            let tc = unsafe { &mut *t.get() };
-            for (pair, depot) in tc.pairs.iter_mut().zip(depots) {
-                pair.flush(depot);
-            }
-        });
+        for (c, depot) in depots.iter().enumerate() {
+            with_pair(c, |pair| pair.flush(depot));
+        }
     }
     depots
         .iter()
@@ -261,7 +289,9 @@ pub(crate) fn reap_classes(purge: bool) -> usize {
 
 /// A statistics row per class that has been used.
 pub(crate) fn class_stats() -> Vec<CacheStats> {
-    let Some(depots) = DEPOTS.get() else { return Vec::new() };
+    let Some(depots) = DEPOTS.get() else {
+        return Vec::new();
+    };
     depots
         .iter()
         .filter_map(|d| {

@@ -265,21 +265,25 @@ impl Cache {
     /// [`KmemError::Corrupt`] describing the first broken invariant.
     pub fn check(&self) -> Result<(), KmemError> {
         let c = &*self.core;
-        let corrupt = |what: String| KmemError::Corrupt { cache: c.name, what };
+        let corrupt = |what: String| KmemError::Corrupt {
+            cache: c.name,
+            what,
+        };
         c.keg.check().map_err(|e| corrupt(e.to_string()))?;
         if let Some(m) = &c.mags {
             m.check().map_err(|e| corrupt(e.to_string()))?;
         }
         Ok(())
     }
-
 }
 
 /// Every cache that is still alive, oldest first.
 pub(crate) fn live_caches() -> Vec<Cache> {
     let mut reg = REGISTRY.lock();
     reg.retain(|w| w.strong_count() > 0);
-    reg.iter().filter_map(|w| w.upgrade().map(|core| Cache { core })).collect()
+    reg.iter()
+        .filter_map(|w| w.upgrade().map(|core| Cache { core }))
+        .collect()
 }
 
 impl Core {
@@ -309,9 +313,10 @@ impl Core {
                 limit: self.keg.stats().limit.unwrap_or(0),
             },
             Shortage::Ctor => KmemError::CtorFailed { cache: self.name },
-            Shortage::None | Shortage::Memory => {
-                KmemError::OutOfMemory { cache: self.name, size: self.keg.layout().buf_size }
-            }
+            Shortage::None | Shortage::Memory => KmemError::OutOfMemory {
+                cache: self.name,
+                size: self.keg.layout().buf_size,
+            },
         }
     }
 
@@ -326,7 +331,11 @@ impl Core {
 
     #[cold]
     fn bad_free(&self, ptr: NonNull<u8>, why: &str) -> KmemError {
-        KmemError::BadFree { cache: self.name, addr: ptr.as_ptr() as usize, why: why.to_string() }
+        KmemError::BadFree {
+            cache: self.name,
+            addr: ptr.as_ptr() as usize,
+            why: why.to_string(),
+        }
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
@@ -443,11 +452,15 @@ impl CacheBuilder {
                         (Pages::Layer(layer, owner), Some(owner))
                     }
                 };
-                let mut b = Keg::builder(name, self.size, self.align).source(pages).metadata(Meta);
+                let mut b = Keg::builder(name, self.size, self.align)
+                    .source(pages)
+                    .metadata(Meta);
                 if let Some(n) = self.limit {
                     b = b.limit(n);
                 }
-                let keg = b.build().map_err(|_| invalid("no slab layout fits this size and alignment"))?;
+                let keg = b
+                    .build()
+                    .map_err(|_| invalid("no slab layout fits this size and alignment"))?;
                 (Arc::new(keg), owner)
             }
         };
@@ -461,7 +474,10 @@ impl CacheBuilder {
         let fill = Arc::new(Fill::new(keg.clone(), ctor, dtor));
         let mags = if self.magazines {
             let config = Config::new(name, keg.layout().buf_size).mode(self.mode);
-            Some(Magazines::new_in(fill.clone(), config, Meta).map_err(|_| invalid("bad magazine configuration"))?)
+            Some(
+                Magazines::new_in(fill.clone(), config, Meta)
+                    .map_err(|_| invalid("bad magazine configuration"))?,
+            )
         } else {
             None
         };

@@ -46,9 +46,13 @@ pub(crate) enum Pages {
 unsafe impl PageSource for Pages {
     fn alloc_pages(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
         match self {
-            Pages::Layer(l, owner) => l
-                .alloc_owned(size, align, *owner)
-                .map_err(|_| SysError::InvalidSize { op: "kmem_pages", size }),
+            Pages::Layer(l, owner) => {
+                l.alloc_owned(size, align, *owner)
+                    .map_err(|_| SysError::InvalidSize {
+                        op: "kmem_pages",
+                        size,
+                    })
+            }
             Pages::Custom(s) => s.alloc_pages(size, align),
         }
     }
@@ -93,7 +97,13 @@ const BATCH: usize = 32;
 
 impl<K: Deref<Target = CacheKeg>> Fill<K> {
     pub fn new(keg: K, ctor: Option<Arc<Ctor>>, dtor: Option<Arc<Dtor>>) -> Self {
-        Fill { keg, ctor, dtor, shortage: AtomicU8::new(0), ctor_fails: AtomicU64::new(0) }
+        Fill {
+            keg,
+            ctor,
+            dtor,
+            shortage: AtomicU8::new(0),
+            ctor_fails: AtomicU64::new(0),
+        }
     }
 
     /// What stopped the last import that came back short.
@@ -125,12 +135,22 @@ impl<K: Deref<Target = CacheKeg>> Fill<K> {
     }
 
     /// One raw buffer straight from the keg, constructed.
-    pub fn take_one(&self, wait: Option<Option<std::time::Duration>>) -> Result<NonNull<u8>, SlabError> {
+    pub fn take_one(
+        &self,
+        wait: Option<Option<std::time::Duration>>,
+    ) -> Result<NonNull<u8>, SlabError> {
         let p = match wait {
             None => self.keg.alloc(),
             Some(timeout) => self.keg.alloc_wait(timeout),
         }?;
-        if self.construct(p) { Ok(p) } else { Err(SlabError::InitFailed { keg: self.keg.name(), addr: p.as_ptr() as usize }) }
+        if self.construct(p) {
+            Ok(p)
+        } else {
+            Err(SlabError::InitFailed {
+                keg: self.keg.name(),
+                addr: p.as_ptr() as usize,
+            })
+        }
     }
 
     /// Destroys and frees buffers; bad pointers were refused before they
@@ -156,7 +176,11 @@ impl<K: Deref<Target = CacheKeg> + Send + Sync> Backend for Fill<K> {
             let got = match self.keg.alloc_batch(&mut raw[..want]) {
                 Ok(n) => n,
                 Err(e) => {
-                    self.short(if matches!(e, SlabError::Full { .. }) { Shortage::Full } else { Shortage::Memory });
+                    self.short(if matches!(e, SlabError::Full { .. }) {
+                        Shortage::Full
+                    } else {
+                        Shortage::Memory
+                    });
                     break;
                 }
             };
@@ -177,7 +201,9 @@ impl<K: Deref<Target = CacheKeg> + Send + Sync> Backend for Fill<K> {
 
     fn release(&self, items: &[Buf]) {
         // SAFETY: `Buf` is a transparent wrapper of `NonNull<u8>`.
-        let bufs = unsafe { core::slice::from_raw_parts(items.as_ptr().cast::<NonNull<u8>>(), items.len()) };
+        let bufs = unsafe {
+            core::slice::from_raw_parts(items.as_ptr().cast::<NonNull<u8>>(), items.len())
+        };
         self.give_back(bufs);
     }
 }

@@ -108,7 +108,9 @@ unsafe impl GlobalAlloc for Kmem {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let size = layout.size().max(1);
-        let Some(p) = alloc_aligned(size, layout.align()) else { return ptr::null_mut() };
+        let Some(p) = alloc_aligned(size, layout.align()) else {
+            return ptr::null_mut();
+        };
         if class_for(size, layout.align()).is_some() {
             // SAFETY: `size` bytes of ours.
             unsafe { p.as_ptr().write_bytes(0, size) };
@@ -118,7 +120,10 @@ unsafe impl GlobalAlloc for Kmem {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let (old, new) = (layout.size().max(1), new_size.max(1));
-        let same = match (class_for(old, layout.align()), class_for(new, layout.align())) {
+        let same = match (
+            class_for(old, layout.align()),
+            class_for(new, layout.align()),
+        ) {
             (Some(a), Some(b)) => a == b,
             (None, None) => kmem_sys::round_to_pages(old) == kmem_sys::round_to_pages(new),
             _ => false,

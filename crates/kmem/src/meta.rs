@@ -87,7 +87,10 @@ impl MetaHeap {
             head.cast::<u8>()
         } else {
             if list.cursor == list.end {
-                let chunk = self.pages.alloc_pages(CHUNK, CHUNK).map_err(|_| AllocError)?;
+                let chunk = self
+                    .pages
+                    .alloc_pages(CHUNK, CHUNK)
+                    .map_err(|_| AllocError)?;
                 list.cursor = chunk.as_ptr() as usize;
                 list.end = list.cursor + CHUNK;
             }
@@ -103,7 +106,10 @@ impl MetaHeap {
     #[cold]
     fn alloc_large(&self, size: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
         let len = round_to_pages(size).ok_or(AllocError)?;
-        let p = self.pages.alloc_pages(len, align.max(page_size())).map_err(|_| AllocError)?;
+        let p = self
+            .pages
+            .alloc_pages(len, align.max(page_size()))
+            .map_err(|_| AllocError)?;
         self.in_use.fetch_add(len, Ordering::Relaxed);
         Ok(p)
     }
@@ -127,7 +133,10 @@ impl MetaHeap {
                 // `alloc_large` rounded the same way, so this cannot fail.
                 let len = round_to_pages(size).unwrap_or(size);
                 // SAFETY: the caller returns exactly one large block of ours.
-                unsafe { self.pages.free_pages(ptr, len, layout.align().max(page_size())) };
+                unsafe {
+                    self.pages
+                        .free_pages(ptr, len, layout.align().max(page_size()))
+                };
                 self.in_use.fetch_sub(len, Ordering::Relaxed);
             }
         }
@@ -142,7 +151,10 @@ fn list_index(size: usize) -> Option<usize> {
     if size > MAX_SMALL {
         return None;
     }
-    let shift = size.max(1 << MIN_SHIFT).next_power_of_two().trailing_zeros();
+    let shift = size
+        .max(1 << MIN_SHIFT)
+        .next_power_of_two()
+        .trailing_zeros();
     Some((shift - MIN_SHIFT) as usize)
 }
 
@@ -199,7 +211,14 @@ mod tests {
         assert_eq!(list_index(17), Some(1));
         assert_eq!(list_index(4096), Some(NUM_LISTS - 1));
         assert_eq!(list_index(4097), None);
-        for (size, align) in [(1, 1), (24, 8), (100, 64), (3000, 1024), (5000, 8), (3, 8192)] {
+        for (size, align) in [
+            (1, 1),
+            (24, 8),
+            (100, 64),
+            (3000, 1024),
+            (5000, 8),
+            (3, 8192),
+        ] {
             let l = Layout::from_size_align(size, align).unwrap();
             let p = Meta.allocate(l).unwrap();
             assert_eq!(p.as_ptr() as *mut u8 as usize % align, 0, "{size}/{align}");
@@ -256,7 +275,9 @@ mod tests {
                     }
                     for p in held {
                         // SAFETY: still ours; no other thread wrote it.
-                        let ok = unsafe { core::slice::from_raw_parts(p.as_ptr(), 32) }.iter().all(|&b| b == t);
+                        let ok = unsafe { core::slice::from_raw_parts(p.as_ptr(), 32) }
+                            .iter()
+                            .all(|&b| b == t);
                         assert!(ok, "block {p:?} was overwritten by another thread");
                         // SAFETY: allocated above with `l`.
                         unsafe { Meta.deallocate(p, l) };

@@ -52,7 +52,10 @@ impl<T: Send + 'static> ObjectCache<T> {
     /// # Errors
     ///
     /// [`KmemError::InvalidRequest`] if no slab layout fits `T`.
-    pub fn try_new(name: &'static str, make: impl Fn() -> T + Send + Sync + 'static) -> Result<Self, KmemError> {
+    pub fn try_new(
+        name: &'static str,
+        make: impl Fn() -> T + Send + Sync + 'static,
+    ) -> Result<Self, KmemError> {
         let cache = Cache::builder(name, size_of::<T>().max(1), align_of::<T>())
             .ctor(move |p| {
                 // SAFETY: the cache hands the constructor a raw buffer sized
@@ -66,7 +69,10 @@ impl<T: Send + 'static> ObjectCache<T> {
                 unsafe { p.cast::<T>().as_ptr().drop_in_place() }
             })
             .build()?;
-        Ok(ObjectCache { cache, _objects: PhantomData })
+        Ok(ObjectCache {
+            cache,
+            _objects: PhantomData,
+        })
     }
 
     /// A constructed object.
@@ -88,7 +94,10 @@ impl<T: Send + 'static> ObjectCache<T> {
     #[inline]
     pub fn try_alloc(&self) -> Result<Obj<'_, T>, KmemError> {
         let p = self.cache.alloc()?;
-        Ok(Obj { cache: self, ptr: p.cast() })
+        Ok(Obj {
+            cache: self,
+            ptr: p.cast(),
+        })
     }
 
     /// The untyped cache underneath (for limits, reaping, statistics).

@@ -51,6 +51,8 @@ pub struct Kva {
     map: Reservation,
     /// Bytes committed by imports into a `pages` arena.
     committed: AtomicUsize,
+    /// `log2(page size)`: map indexes by shift, never by division.
+    shift: u32,
 }
 
 impl Kva {
@@ -64,8 +66,17 @@ impl Kva {
             .quantum(page_size())
             .metadata(Meta)
             .build()
-            .map_err(|_| SysError::InvalidSize { op: "kva arena", size })?;
-        Ok(Kva { reservation, arena, map, committed: AtomicUsize::new(0) })
+            .map_err(|_| SysError::InvalidSize {
+                op: "kva arena",
+                size,
+            })?;
+        Ok(Kva {
+            reservation,
+            arena,
+            map,
+            committed: AtomicUsize::new(0),
+            shift: page_size().trailing_zeros(),
+        })
     }
 
     fn offset(&self, addr: usize) -> usize {
@@ -74,8 +85,8 @@ impl Kva {
 
     /// The page-map entries of `[addr, addr + size)`.
     fn entries(&self, addr: usize, size: usize) -> &[AtomicU32] {
-        let first = self.offset(addr) / page_size();
-        let n = size / page_size();
+        let first = self.offset(addr) >> self.shift;
+        let n = size >> self.shift;
         let map = self.map.base().cast::<AtomicU32>().as_ptr();
         // SAFETY: the map is committed, holds one byte per page of the
         // reservation, and callers pass ranges inside the reservation.
@@ -107,7 +118,9 @@ impl Kva {
             return Err("size larger than the allocation");
         }
         let end = addr + size;
-        if self.reservation.contains(end) && self.entries(end, page_size())[0].load(Ordering::Relaxed) & CONT != 0 {
+        if self.reservation.contains(end)
+            && self.entries(end, page_size())[0].load(Ordering::Relaxed) & CONT != 0
+        {
             return Err("size smaller than the allocation");
         }
         // Claim the head so two racing frees of one range cannot both win.
@@ -121,10 +134,14 @@ impl Kva {
 
     #[inline]
     fn owner_of(&self, addr: usize) -> Option<u32> {
-        if !self.reservation.contains(addr) {
+        let page = addr.wrapping_sub(self.reservation.base().as_ptr() as usize) >> self.shift;
+        if page >= self.reservation.size() >> self.shift {
             return None;
         }
-        let b = self.entries(addr & !(page_size() - 1), page_size())[0].load(Ordering::Relaxed);
+        // SAFETY: the map holds one committed word per page of the
+        // reservation, and `page` is below that count.
+        let b = unsafe { &*self.map.base().cast::<AtomicU32>().as_ptr().add(page) }
+            .load(Ordering::Relaxed);
         (b & (START | CONT) != 0).then_some(b & OWNER)
     }
 }
@@ -161,7 +178,12 @@ struct Backing {
 impl Source for Backing {
     fn import(&self, size: usize) -> Option<usize> {
         let base = self.kva.arena.alloc(size, Policy::InstantFit).ok()?;
-        if self.kva.reservation.commit(self.kva.offset(base), size).is_err() {
+        if self
+            .kva
+            .reservation
+            .commit(self.kva.offset(base), size)
+            .is_err()
+        {
             // Could not commit: give the address space back untouched.
             let _ = self.kva.arena.free(base, size);
             return None;
@@ -285,7 +307,12 @@ impl PageLayer {
     /// # Errors
     ///
     /// As [`alloc`](Self::alloc).
-    pub fn alloc_owned(&self, size: usize, align: usize, owner: u32) -> Result<NonNull<u8>, KmemError> {
+    pub fn alloc_owned(
+        &self,
+        size: usize,
+        align: usize,
+        owner: u32,
+    ) -> Result<NonNull<u8>, KmemError> {
         debug_assert!(owner <= MAX_OWNER);
         if size == 0 || !align.is_power_of_two() {
             return Err(KmemError::InvalidRequest {
@@ -299,7 +326,10 @@ impl PageLayer {
         let addr = if align <= page_size() {
             self.pages.alloc(size, Policy::InstantFit)
         } else {
-            let c = Constraints { align, ..Constraints::default() };
+            let c = Constraints {
+                align,
+                ..Constraints::default()
+            };
             self.pages.xalloc(size, &c, Policy::InstantFit)
         }
         .map_err(|_| oom("kmem_pages", size))?;
@@ -326,13 +356,17 @@ impl PageLayer {
         let addr = ptr.as_ptr() as usize;
         let size = kmem_sys::round_to_pages(size).unwrap_or(size);
         let kva = self.kva();
-        if size == 0 || !kva.reservation.contains(addr) || !kva.reservation.contains(addr + size - 1) {
+        if size == 0
+            || !kva.reservation.contains(addr)
+            || !kva.reservation.contains(addr + size - 1)
+        {
             return Err(bad_free(addr, size, "not a range of this page layer"));
         }
         // Validate and claim the range through the page map before touching
         // the pages: discarding after the arena took the range back could
         // zero a new owner's data.
-        kva.unmark(addr, size).map_err(|why| bad_free(addr, size, why))?;
+        kva.unmark(addr, size)
+            .map_err(|why| bad_free(addr, size, why))?;
         let _ = kva.reservation.discard(kva.offset(addr), size);
         if let Err(e) = self.pages.free(addr, size) {
             // The page map and the arena disagree: a bug, not bad input.
@@ -358,7 +392,11 @@ impl PageLayer {
     ///
     /// [`KmemError::OutOfMemory`] when the address space is exhausted.
     pub fn kva_alloc(&self, size: usize) -> Result<NonNull<u8>, KmemError> {
-        let addr = self.kva().arena.alloc(size, Policy::InstantFit).map_err(|_| oom("kva", size))?;
+        let addr = self
+            .kva()
+            .arena
+            .alloc(size, Policy::InstantFit)
+            .map_err(|_| oom("kva", size))?;
         NonNull::new(addr as *mut u8).ok_or_else(|| oom("kva", size))
     }
 
@@ -370,7 +408,10 @@ impl PageLayer {
     /// [`KmemError::BadFree`] when the range is not one `kva_alloc` result.
     pub fn kva_free(&self, ptr: NonNull<u8>, size: usize) -> Result<(), KmemError> {
         let addr = ptr.as_ptr() as usize;
-        self.kva().arena.free(addr, size).map_err(|e| bad_free(addr, size, &e.to_string()))
+        self.kva()
+            .arena
+            .free(addr, size)
+            .map_err(|e| bad_free(addr, size, &e.to_string()))
     }
 
     /// Backs `[ptr, ptr + size)` of a [`kva_alloc`](Self::kva_alloc) range
@@ -386,7 +427,9 @@ impl PageLayer {
         if !kva.reservation.contains(addr) {
             return Err(oom("kva", size));
         }
-        kva.reservation.commit(kva.offset(addr), size).map_err(|_| oom("kva", size))
+        kva.reservation
+            .commit(kva.offset(addr), size)
+            .map_err(|_| oom("kva", size))
     }
 
     /// Takes the memory behind `[ptr, ptr + size)` back (`kmem_unback`):
@@ -406,7 +449,9 @@ impl PageLayer {
         if !kva.reservation.contains(addr) {
             return Err(bad_free(addr, size, "not in the reserved address space"));
         }
-        kva.reservation.decommit(kva.offset(addr), size).map_err(|e| bad_free(addr, size, &e.to_string()))
+        kva.reservation
+            .decommit(kva.offset(addr), size)
+            .map_err(|e| bad_free(addr, size, &e.to_string()))
     }
 
     /// Figures of this layer.
@@ -426,14 +471,21 @@ fn oom(cache: &'static str, size: usize) -> KmemError {
 }
 
 fn bad_free(addr: usize, size: usize, why: &str) -> KmemError {
-    KmemError::BadFree { cache: "kmem_pages", addr, why: format!("{why} (size {size:#x})") }
+    KmemError::BadFree {
+        cache: "kmem_pages",
+        addr,
+        why: format!("{why} (size {size:#x})"),
+    }
 }
 
 // SAFETY: `alloc` returns disjoint, page-aligned, zero-filled ranges of
 // committed memory that stay valid until `free_pages` gives them back.
 unsafe impl PageSource for PageLayer {
     fn alloc_pages(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
-        self.alloc(size, align).map_err(|_| SysError::InvalidSize { op: "kmem_pages", size })
+        self.alloc(size, align).map_err(|_| SysError::InvalidSize {
+            op: "kmem_pages",
+            size,
+        })
     }
 
     unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, _align: usize) {

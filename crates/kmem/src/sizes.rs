@@ -179,6 +179,10 @@ pub fn class_of(size: usize) -> Option<usize> {
 #[inline]
 pub fn class_for(size: usize, align: usize) -> Option<usize> {
     let mut class = class_of(size.max(1))?;
+    if align <= 8 {
+        // Every class is at least 8-aligned.
+        return Some(class);
+    }
     while class_align(class) < align {
         class += 1;
         if class == NUM_CLASSES {
@@ -212,8 +216,15 @@ mod tests {
     fn every_size_maps_to_the_smallest_fitting_class() {
         for size in 1..=MAX_CACHED {
             let c = class_of(size).unwrap();
-            assert!(CLASS_SIZES[c] >= size, "size {size} -> class {}", CLASS_SIZES[c]);
-            assert!(c == 0 || CLASS_SIZES[c - 1] < size, "size {size} skipped a class");
+            assert!(
+                CLASS_SIZES[c] >= size,
+                "size {size} -> class {}",
+                CLASS_SIZES[c]
+            );
+            assert!(
+                c == 0 || CLASS_SIZES[c - 1] < size,
+                "size {size} skipped a class"
+            );
         }
         assert_eq!(class_of(0), None);
         assert_eq!(class_of(MAX_CACHED + 1), None);

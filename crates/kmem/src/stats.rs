@@ -29,7 +29,11 @@ pub fn caches() -> Vec<CacheStats> {
 /// Reaps every size class and every live cache once (`kmem_reap`); returns
 /// the slabs given back to the page layer.
 pub fn reap_all() -> usize {
-    crate::alloc::reap_classes(false) + crate::cache::live_caches().iter().map(crate::Cache::reap).sum::<usize>()
+    crate::alloc::reap_classes(false)
+        + crate::cache::live_caches()
+            .iter()
+            .map(crate::Cache::reap)
+            .sum::<usize>()
 }
 
 /// One cache's figures at the moment of the snapshot.
@@ -89,8 +93,17 @@ impl CacheStats {
 pub struct Table<'a>(pub &'a [CacheStats]);
 
 const COLUMNS: [&str; 11] = [
-    "cache", "buf size", "in use", "total", "memory", "allocs", "fail", "mag hits", "cached",
-    "mag size", "contention",
+    "cache",
+    "buf size",
+    "in use",
+    "total",
+    "memory",
+    "allocs",
+    "fail",
+    "mag hits",
+    "cached",
+    "mag size",
+    "contention",
 ];
 
 impl fmt::Display for Table<'_> {
@@ -150,7 +163,11 @@ fn human(bytes: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if v < 10.0 { format!("{v:.1}{}", UNITS[u]) } else { format!("{v:.0}{}", UNITS[u]) }
+    if v < 10.0 {
+        format!("{v:.1}{}", UNITS[u])
+    } else {
+        format!("{v:.0}{}", UNITS[u])
+    }
 }
 
 #[cfg(test)]
@@ -168,8 +185,17 @@ mod tests {
     #[test]
     fn table_aligns_columns() {
         let rows = vec![
-            CacheStats { name: "a".into(), buf_size: 8, allocs: 123_456, ..Default::default() },
-            CacheStats { name: "kmem_alloc_1024".into(), buf_size: 1024, ..Default::default() },
+            CacheStats {
+                name: "a".into(),
+                buf_size: 8,
+                allocs: 123_456,
+                ..Default::default()
+            },
+            CacheStats {
+                name: "kmem_alloc_1024".into(),
+                buf_size: 1024,
+                ..Default::default()
+            },
         ];
         let text = Table(&rows).to_string();
         let lines: Vec<&str> = text.lines().collect();
@@ -180,7 +206,12 @@ mod tests {
 
     #[test]
     fn waste_counts_unused_slab_bytes() {
-        let s = CacheStats { buf_size: 100, buf_in_use: 30, mem_in_use: 4000, ..Default::default() };
+        let s = CacheStats {
+            buf_size: 100,
+            buf_in_use: 30,
+            mem_in_use: 4000,
+            ..Default::default()
+        };
         assert!((s.waste_percent() - 25.0).abs() < 1e-9);
     }
 }

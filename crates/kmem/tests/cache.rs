@@ -39,7 +39,11 @@ fn object_caching_constructs_once_per_slab_trip() {
         assert_eq!(unsafe { *b.cast::<u64>().as_ptr() }, 0xfeed);
         assert_eq!(b, a, "the hot object comes back");
     }
-    assert_eq!(ctors.load(Ordering::Relaxed), built, "magazine hits never construct");
+    assert_eq!(
+        ctors.load(Ordering::Relaxed),
+        built,
+        "magazine hits never construct"
+    );
     assert_eq!(dtors.load(Ordering::Relaxed), 0);
     // SAFETY: still ours.
     unsafe { cache.free(a).unwrap() };
@@ -78,9 +82,15 @@ fn per_alloc_mode_runs_ctor_and_dtor_every_time() {
 
 #[test]
 fn a_refusing_ctor_is_an_error_and_loses_nothing() {
-    let cache = Cache::builder("refuse", 16, 8).ctor(|_| false).build().unwrap();
+    let cache = Cache::builder("refuse", 16, 8)
+        .ctor(|_| false)
+        .build()
+        .unwrap();
     let e = cache.alloc().unwrap_err();
-    assert!(matches!(e, KmemError::CtorFailed { cache: "refuse" }), "{e}");
+    assert!(
+        matches!(e, KmemError::CtorFailed { cache: "refuse" }),
+        "{e}"
+    );
     assert_eq!(cache.stats().alloc_fail, 1);
     assert_eq!(cache.stats().buf_in_use, 0);
     cache.drain();
@@ -114,18 +124,37 @@ fn secondary_caches_share_the_keg_with_their_own_ctor() {
         primary.free(a).unwrap();
         second.free(b).unwrap();
     }
-    assert_eq!(primary.stats().limit, second.stats().limit, "one keg, one limit");
+    assert_eq!(
+        primary.stats().limit,
+        second.stats().limit,
+        "one keg, one limit"
+    );
 }
 
 #[test]
 fn the_limit_refuses_or_waits() {
-    let cache = Cache::builder("limited", 256, 8).no_magazines().limit(1).build().unwrap();
+    let cache = Cache::builder("limited", 256, 8)
+        .no_magazines()
+        .limit(1)
+        .build()
+        .unwrap();
     let limit = cache.stats().limit as usize;
     assert!(limit >= 1);
     let held: Vec<NonNull<u8>> = (0..limit).map(|_| cache.alloc().unwrap()).collect();
     let e = cache.alloc().unwrap_err();
-    assert!(matches!(e, KmemError::Full { cache: "limited", .. }), "{e}");
-    let e = cache.alloc_wait(Some(Duration::from_millis(20))).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KmemError::Full {
+                cache: "limited",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = cache
+        .alloc_wait(Some(Duration::from_millis(20)))
+        .unwrap_err();
     assert!(matches!(e, KmemError::TimedOut { .. }), "{e}");
     // A free on another thread wakes a waiter.
     let last = held[0].as_ptr() as usize;
@@ -155,11 +184,23 @@ fn foreign_pointers_are_refused() {
     // SAFETY: refused before anything is touched.
     let e = unsafe { b.free(p) }.unwrap_err();
     let text = e.to_string();
-    assert!(text.contains("cache-b") && text.contains(&format!("{:#x}", p.as_ptr() as usize)), "{text}");
+    assert!(
+        text.contains("cache-b") && text.contains(&format!("{:#x}", p.as_ptr() as usize)),
+        "{text}"
+    );
     let local = 5u64;
     // SAFETY: refused before anything is touched.
     let e = unsafe { a.free(NonNull::from(&local).cast()) }.unwrap_err();
-    assert!(matches!(e, KmemError::BadFree { cache: "cache-a", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            KmemError::BadFree {
+                cache: "cache-a",
+                ..
+            }
+        ),
+        "{e}"
+    );
     // SAFETY: ours.
     unsafe { a.free(p).unwrap() };
     a.check().unwrap();
@@ -183,7 +224,10 @@ fn draining_returns_memory_to_the_os() {
     }
     assert!(cache.drain() > 0);
     let after = kmem_sys::mem::resident_bytes().unwrap();
-    assert!(before >= after + (16 << 20), "resident {before} -> {after} after draining 32 MiB");
+    assert!(
+        before >= after + (16 << 20),
+        "resident {before} -> {after} after draining 32 MiB"
+    );
     assert_eq!(cache.stats().mem_in_use, 0);
 }
 
@@ -249,14 +293,34 @@ fn object_cache_keeps_objects_constructed_and_drops_them_at_the_end() {
                 });
             }
         });
-        assert!(LIVE.load(Ordering::Relaxed) > 0, "objects stay constructed while cached");
+        assert!(
+            LIVE.load(Ordering::Relaxed) > 0,
+            "objects stay constructed while cached"
+        );
     }
-    assert_eq!(LIVE.load(Ordering::Relaxed), 0, "dropping the cache drops every object");
+    assert_eq!(
+        LIVE.load(Ordering::Relaxed),
+        0,
+        "dropping the cache drops every object"
+    );
 }
 
 #[test]
 fn kmem_alloc_routes_sizes_and_catches_wrong_sizes() {
-    for size in [1, 8, 9, 64, 100, 1000, 4096, 5000, 65536, 131072, 131073, 1 << 20] {
+    for size in [
+        1,
+        8,
+        9,
+        64,
+        100,
+        1000,
+        4096,
+        5000,
+        65536,
+        131072,
+        131073,
+        1 << 20,
+    ] {
         let p = kmem::kmem_alloc(size).unwrap();
         if size % 64 == 0 && size <= 4096 {
             assert_eq!(p.as_ptr() as usize % 64, 0, "size {size}");
@@ -270,13 +334,27 @@ fn kmem_alloc_routes_sizes_and_catches_wrong_sizes() {
     let p = kmem::kmem_alloc(100).unwrap();
     // SAFETY: refused before anything is freed.
     let e = unsafe { kmem::kmem_free(p, 300) }.unwrap_err();
-    assert!(matches!(e, KmemError::WrongSize { given: 300, actual: 112, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            KmemError::WrongSize {
+                given: 300,
+                actual: 112,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // SAFETY: now the right size.
     unsafe { kmem::kmem_free(p, 100).unwrap() };
     let z = kmem::kmem_zalloc(3000).unwrap();
     // SAFETY: 3000 bytes of ours.
     unsafe {
-        assert!(std::slice::from_raw_parts(z.as_ptr(), 3000).iter().all(|&b| b == 0));
+        assert!(
+            std::slice::from_raw_parts(z.as_ptr(), 3000)
+                .iter()
+                .all(|&b| b == 0)
+        );
         kmem::kmem_free(z, 3000).unwrap();
     }
     assert!(kmem::kmem_alloc(0).is_err());

@@ -39,8 +39,14 @@ fn churn(seed: u64, rounds: usize) -> u64 {
         let n = (next() % 2000) as usize + 1;
         let v: Vec<u64> = (0..n as u64).collect();
         assert_eq!(v.iter().sum::<u64>(), n as u64 * (n as u64 - 1) / 2);
-        let s: String = (0..(next() % 300)).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-        assert!(s.bytes().enumerate().all(|(i, b)| b == b'a' + (i % 26) as u8));
+        let s: String = (0..(next() % 300))
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        assert!(
+            s.bytes()
+                .enumerate()
+                .all(|(i, b)| b == b'a' + (i % 26) as u8)
+        );
         let mut m = HashMap::new();
         for k in 0..(next() % 500) {
             m.insert(k, format!("v{k}"));
@@ -49,10 +55,21 @@ fn churn(seed: u64, rounds: usize) -> u64 {
             assert_eq!(*v, format!("v{k}"));
         }
         let shapes: Vec<Box<dyn Shape>> = (0..64u64)
-            .map(|i| if i % 2 == 0 { Box::new(Rect(i, 2)) as Box<dyn Shape> } else { Box::new(Square(i)) })
+            .map(|i| {
+                if i % 2 == 0 {
+                    Box::new(Rect(i, 2)) as Box<dyn Shape>
+                } else {
+                    Box::new(Square(i))
+                }
+            })
             .collect();
         let area: u64 = shapes.iter().map(|s| s.area()).sum();
-        assert_eq!(area, (0..64u64).map(|i| if i % 2 == 0 { i * 2 } else { i * i }).sum());
+        assert_eq!(
+            area,
+            (0..64u64)
+                .map(|i| if i % 2 == 0 { i * 2 } else { i * i })
+                .sum()
+        );
         // A big block now and then: the page layer path and realloc growth.
         if r % 16 == 0 {
             let mut big = vec![0u8; 300 << 10];
@@ -88,7 +105,11 @@ fn threads_that_come_and_go_keep_every_value() {
     assert_eq!(done.load(Ordering::Relaxed), 16);
     // Exited threads flushed their magazines: everything is accounted for.
     let rows = A.stats();
-    assert!(rows.iter().any(|r| r.name == "kmem_alloc_64" && r.allocs > 0), "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r.name == "kmem_alloc_64" && r.allocs > 0),
+        "{rows:?}"
+    );
 }
 
 #[test]
@@ -97,7 +118,8 @@ fn values_cross_threads() {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<String>>();
     let producer = std::thread::spawn(move || {
         for i in 0..500 {
-            tx.send((0..20).map(|j| format!("{i}:{j}")).collect()).unwrap();
+            tx.send((0..20).map(|j| format!("{i}:{j}")).collect())
+                .unwrap();
         }
     });
     let consumer = std::thread::spawn(move || {
@@ -115,7 +137,14 @@ fn values_cross_threads() {
 #[test]
 fn zeroed_and_aligned_requests() {
     use std::alloc::{GlobalAlloc, Layout};
-    for (size, align) in [(24, 8), (64, 64), (100, 256), (5000, 4096), (200_000, 8), (70_000, 1 << 16)] {
+    for (size, align) in [
+        (24, 8),
+        (64, 64),
+        (100, 256),
+        (5000, 4096),
+        (200_000, 8),
+        (70_000, 1 << 16),
+    ] {
         let l = Layout::from_size_align(size, align).unwrap();
         // SAFETY: non-zero layout; the block is freed with the same layout.
         unsafe {
@@ -125,7 +154,10 @@ fn zeroed_and_aligned_requests() {
             p.write_bytes(0xff, size);
             A.dealloc(p, l);
             let z = A.alloc_zeroed(l);
-            assert!(std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0), "{size}/{align}");
+            assert!(
+                std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0),
+                "{size}/{align}"
+            );
             A.dealloc(z, l);
         }
     }

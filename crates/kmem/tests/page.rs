@@ -15,7 +15,11 @@ fn pages_come_zeroed_even_after_reuse() {
     let p = l.alloc(n, page_size()).unwrap();
     // SAFETY: four fresh pages of ours.
     unsafe {
-        assert!(std::slice::from_raw_parts(p.as_ptr(), n).iter().all(|&b| b == 0));
+        assert!(
+            std::slice::from_raw_parts(p.as_ptr(), n)
+                .iter()
+                .all(|&b| b == 0)
+        );
         p.as_ptr().write_bytes(0xee, n);
         l.free(p, n).unwrap();
     }
@@ -23,7 +27,11 @@ fn pages_come_zeroed_even_after_reuse() {
     assert_eq!(q, p, "instant fit hands the same range back");
     // SAFETY: as above.
     unsafe {
-        assert!(std::slice::from_raw_parts(q.as_ptr(), n).iter().all(|&b| b == 0));
+        assert!(
+            std::slice::from_raw_parts(q.as_ptr(), n)
+                .iter()
+                .all(|&b| b == 0)
+        );
         l.free(q, n).unwrap();
     }
 }
@@ -48,7 +56,10 @@ fn bad_frees_are_refused_and_change_nothing() {
     // SAFETY (all calls below): each either frees our own live range exactly
     // once or is refused before touching memory.
     let inside = unsafe { l.free(p.byte_add(ps), ps) }.unwrap_err();
-    assert!(inside.to_string().contains("inside an allocation"), "{inside}");
+    assert!(
+        inside.to_string().contains("inside an allocation"),
+        "{inside}"
+    );
     let small = unsafe { l.free(p, 2 * ps) }.unwrap_err();
     assert!(small.to_string().contains("smaller"), "{small}");
     let big = unsafe { l.free(p, 8 * ps) }.unwrap_err();
@@ -64,7 +75,12 @@ fn bad_frees_are_refused_and_change_nothing() {
     }
     let twice = unsafe { l.free(p, 4 * ps) }.unwrap_err();
     assert!(twice.to_string().contains("double free"), "{twice}");
-    assert!(twice.to_string().contains(&format!("{:#x}", p.as_ptr() as usize)), "{twice}");
+    assert!(
+        twice
+            .to_string()
+            .contains(&format!("{:#x}", p.as_ptr() as usize)),
+        "{twice}"
+    );
 }
 
 #[test]
@@ -99,7 +115,11 @@ fn freeing_returns_memory_to_the_os() {
         touched >= after + n / 2,
         "resident size fell only from {touched} to {after} after freeing {n} bytes"
     );
-    assert_eq!(l.stats().committed, 0, "the wholly free span was decommitted");
+    assert_eq!(
+        l.stats().committed,
+        0,
+        "the wholly free span was decommitted"
+    );
 }
 
 #[test]
@@ -115,5 +135,8 @@ fn kva_can_be_backed_and_unbacked_by_hand() {
         l.unback(va, 2 * ps).unwrap();
     }
     l.kva_free(va, 8 * ps).unwrap();
-    assert!(l.kva_free(va, 8 * ps).is_err(), "double kva_free is refused");
+    assert!(
+        l.kva_free(va, 8 * ps).is_err(),
+        "double kva_free is refused"
+    );
 }
