@@ -246,8 +246,8 @@ mod tests {
         assert_eq!(CLASS_SIZES[class_for(100, 64).unwrap()], 128);
         assert_eq!(CLASS_SIZES[class_for(1, 4096).unwrap()], 4096);
         assert_eq!(class_for(1, 8192), None);
-        for c in 0..NUM_CLASSES {
-            assert_eq!(CLASS_SIZES[c] % class_align(c), 0);
+        for (c, size) in CLASS_SIZES.iter().enumerate() {
+            assert_eq!(size % class_align(c), 0);
         }
     }
 }

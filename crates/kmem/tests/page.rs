@@ -53,17 +53,19 @@ fn bad_frees_are_refused_and_change_nothing() {
     let l = layer();
     let ps = page_size();
     let p = l.alloc(4 * ps, ps).unwrap();
-    // SAFETY (all calls below): each either frees our own live range exactly
-    // once or is refused before touching memory.
+    // SAFETY: refused before any memory is touched (checked below).
     let inside = unsafe { l.free(p.byte_add(ps), ps) }.unwrap_err();
     assert!(
         inside.to_string().contains("inside an allocation"),
         "{inside}"
     );
+    // SAFETY: refused before any memory is touched (checked below).
     let small = unsafe { l.free(p, 2 * ps) }.unwrap_err();
     assert!(small.to_string().contains("smaller"), "{small}");
+    // SAFETY: refused before any memory is touched (checked below).
     let big = unsafe { l.free(p, 8 * ps) }.unwrap_err();
     assert!(big.to_string().contains("larger"), "{big}");
+    // SAFETY: refused before any memory is touched (checked below).
     let foreign = unsafe { l.free(std::ptr::NonNull::from(&ps).cast(), ps) }.unwrap_err();
     assert!(matches!(foreign, KmemError::BadFree { .. }), "{foreign}");
     // Still intact: the bytes survive and the real free works once.
@@ -73,6 +75,7 @@ fn bad_frees_are_refused_and_change_nothing() {
         assert_eq!(*p.as_ptr().add(3 * ps), 9);
         l.free(p, 4 * ps).unwrap();
     }
+    // SAFETY: refused before any memory is touched (checked below).
     let twice = unsafe { l.free(p, 4 * ps) }.unwrap_err();
     assert!(twice.to_string().contains("double free"), "{twice}");
     assert!(
