@@ -294,10 +294,18 @@ pub(crate) fn class_stats() -> Vec<CacheStats> {
     };
     depots
         .iter()
-        .filter_map(|d| {
+        .enumerate()
+        .filter_map(|(c, d)| {
             let k = d.backend().keg.stats();
-            let m = d.stats();
-            let allocs = m.counts.alloc_hits + m.counts.alloc_misses;
+            let mut m = d.stats();
+            // Other threads' counts arrive when they visit the depot; the
+            // calling thread's are added here.
+            if let Some((counts, cached)) = with_pair(c, |p| (p.counts(), p.cached())) {
+                m.counts.add(&counts);
+                m.cached += cached;
+            }
+            let allocs =
+                (m.counts.alloc_hits + m.counts.alloc_misses).saturating_sub(k.alloc_fails);
             (k.slab_creates > 0).then(|| CacheStats {
                 name: k.name.to_string(),
                 buf_size: k.buf_size,

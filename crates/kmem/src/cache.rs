@@ -195,8 +195,12 @@ impl Cache {
     ///
     /// # Safety
     ///
-    /// `ptr` must have come from [`alloc`](Self::alloc) of this cache (or a
-    /// cache sharing its keg) and not be used after the call.
+    /// `ptr` must point into mapped memory. If it is a buffer of this cache
+    /// (or of a cache sharing its keg), it must have come from
+    /// [`alloc`](Self::alloc), be in its constructed state, and not be used
+    /// after the call. A pointer of another cache or allocator is refused
+    /// with the error above (for caches with their own page source, only
+    /// when the buffer reaches the keg).
     #[inline]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), KmemError> {
         let c = &*self.core;
@@ -354,7 +358,9 @@ impl Core {
         match &self.mags {
             Some(m) => {
                 let st = m.stats();
-                s.allocs = st.counts.alloc_hits + st.counts.alloc_misses;
+                // A miss that ended in a failure is no allocation.
+                s.allocs =
+                    (st.counts.alloc_hits + st.counts.alloc_misses).saturating_sub(s.alloc_fail);
                 s.frees = st.counts.free_hits + st.counts.free_misses;
                 s.magazine_hits = st.counts.alloc_hits;
                 s.cached = st.cached as u64;

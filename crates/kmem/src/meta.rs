@@ -232,18 +232,27 @@ mod tests {
 
     #[test]
     fn freed_blocks_are_reused_and_counted() {
+        // A private heap, so other tests cannot disturb the figures.
+        let heap = MetaHeap::new();
         let l = Layout::from_size_align(48, 8).unwrap();
-        let before = Meta::bytes_in_use();
-        let a = Meta.allocate(l).unwrap().cast::<u8>();
-        assert!(Meta::bytes_in_use() >= before + 64);
-        // SAFETY: `a` came from `allocate(l)`.
-        unsafe { Meta.deallocate(a, l) };
-        let b = Meta.allocate(l).unwrap().cast::<u8>();
-        // Other tests share the heap, so reuse is likely but not certain;
-        // the accounting is exact for this thread's pair either way.
-        // SAFETY: `b` came from `allocate(l)`.
-        unsafe { Meta.deallocate(b, l) };
-        assert!(Meta::bytes_mapped() >= CHUNK);
+        let a = heap.alloc(l).unwrap();
+        assert_eq!(heap.in_use.load(Ordering::Relaxed), 64, "48 bytes take a 64-byte block");
+        assert_eq!(heap.pages.bytes_in_use(), CHUNK, "one chunk mapped");
+        // SAFETY: `a` came from `alloc(l)` and is not used again.
+        unsafe { heap.free(a, l) };
+        assert_eq!(heap.in_use.load(Ordering::Relaxed), 0);
+        let b = heap.alloc(l).unwrap();
+        assert_eq!(a, b, "the freed block is reused first");
+        let big = Layout::from_size_align(10_000, 8).unwrap();
+        let c = heap.alloc(big).unwrap();
+        assert_eq!(heap.in_use.load(Ordering::Relaxed), 64 + 12_288, "large blocks are whole pages");
+        // SAFETY: both came from `alloc` with these layouts.
+        unsafe {
+            heap.free(c, big);
+            heap.free(b, l);
+        }
+        assert_eq!(heap.in_use.load(Ordering::Relaxed), 0);
+        assert_eq!(heap.pages.bytes_in_use(), CHUNK, "large blocks are unmapped, chunks kept");
     }
 
     #[test]

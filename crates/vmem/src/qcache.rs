@@ -204,6 +204,7 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> Core<A, S> {
 
     /// Whether `[addr, addr + size)` is exactly a busy segment; the debug
     /// check of a free that goes to a quantum cache.
+    #[cfg(debug_assertions)]
     pub(crate) fn check_busy(
         &self,
         addr: usize,
