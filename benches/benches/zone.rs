@@ -9,7 +9,8 @@
 //!
 //! Subjects: `kmem-zone-compat` (`Zone::alloc`/`free`, CPU from
 //! `sched_getcpu`), `kmem-zone-compat thread-slot` (the same zone indexed by
-//! the per-thread slot, to show what `sched_getcpu` costs), and the system
+//! the per-thread slot, to show what `sched_getcpu` costs), a `kmem::Cache`
+//! of the same size (the illumos/UMA lineage on the same job), and the system
 //! allocator, mimalloc and jemalloc through `GlobalAlloc`. A comparison with a
 //! kmem cache of the same size waits for the kmem facade.
 
@@ -39,6 +40,19 @@ trait Subject: Send + Sync {
 struct ZoneCpu(Zone);
 struct ZoneSlot(Zone);
 struct Global<G>(G);
+struct KmemCache(kmem::Cache);
+
+impl Subject for KmemCache {
+    #[inline]
+    fn alloc(&self) -> NonNull<u8> {
+        self.0.alloc().unwrap()
+    }
+    #[inline]
+    unsafe fn free(&self, p: NonNull<u8>) {
+        // SAFETY: passed on from the caller.
+        unsafe { self.0.free(p).unwrap() }
+    }
+}
 
 impl Subject for ZoneCpu {
     #[inline]
@@ -91,6 +105,12 @@ fn subjects() -> Vec<(&'static str, Arc<dyn Subject>)> {
         (
             "kmem-zone-compat thread-slot",
             Arc::new(ZoneSlot(Zone::new("bench-slot", SIZE).unwrap())),
+        ),
+        (
+            "kmem Cache",
+            Arc::new(KmemCache(
+                kmem::Cache::builder("bench-zone", SIZE, 8).build().unwrap(),
+            )),
         ),
         ("system", Arc::new(Global(System))),
         ("mimalloc", Arc::new(Global(MiMalloc))),

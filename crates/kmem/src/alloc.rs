@@ -159,7 +159,7 @@ fn class_free_slow(c: usize, p: NonNull<u8>) {
 /// `None` if `p` is no allocation of ours.
 #[inline]
 pub(crate) fn owner_class(p: NonNull<u8>) -> Option<Option<usize>> {
-    match PageLayer::global().owner_of(p.as_ptr() as usize)? {
+    match crate::page::global_owner_of(p.as_ptr() as usize)? {
         NO_OWNER => Some(None),
         o if (o as usize) <= NUM_CLASSES => Some(Some(o as usize - 1)),
         _ => None,

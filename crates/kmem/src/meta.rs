@@ -236,7 +236,11 @@ mod tests {
         let heap = MetaHeap::new();
         let l = Layout::from_size_align(48, 8).unwrap();
         let a = heap.alloc(l).unwrap();
-        assert_eq!(heap.in_use.load(Ordering::Relaxed), 64, "48 bytes take a 64-byte block");
+        assert_eq!(
+            heap.in_use.load(Ordering::Relaxed),
+            64,
+            "48 bytes take a 64-byte block"
+        );
         assert_eq!(heap.pages.bytes_in_use(), CHUNK, "one chunk mapped");
         // SAFETY: `a` came from `alloc(l)` and is not used again.
         unsafe { heap.free(a, l) };
@@ -245,14 +249,22 @@ mod tests {
         assert_eq!(a, b, "the freed block is reused first");
         let big = Layout::from_size_align(10_000, 8).unwrap();
         let c = heap.alloc(big).unwrap();
-        assert_eq!(heap.in_use.load(Ordering::Relaxed), 64 + 12_288, "large blocks are whole pages");
+        assert_eq!(
+            heap.in_use.load(Ordering::Relaxed),
+            64 + 12_288,
+            "large blocks are whole pages"
+        );
         // SAFETY: both came from `alloc` with these layouts.
         unsafe {
             heap.free(c, big);
             heap.free(b, l);
         }
         assert_eq!(heap.in_use.load(Ordering::Relaxed), 0);
-        assert_eq!(heap.pages.bytes_in_use(), CHUNK, "large blocks are unmapped, chunks kept");
+        assert_eq!(
+            heap.pages.bytes_in_use(),
+            CHUNK,
+            "large blocks are unmapped, chunks kept"
+        );
     }
 
     #[test]

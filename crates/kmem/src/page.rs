@@ -23,7 +23,7 @@
 //! given to, and `kmem_free` which size class a buffer came from.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use kmem_sys::{PageSource, Reservation, SysError, page_size};
@@ -241,6 +241,31 @@ pub struct PageLayer {
 }
 
 static GLOBAL_KVA: OnceLock<Kva> = OnceLock::new();
+
+/// The global page map's coordinates, copied out of [`GLOBAL_KVA`] once it
+/// exists so that [`global_owner_of`] needs no pointer chase: the
+/// reservation base, its page count, `log2(page size)` and the map itself.
+static MAP_BASE: AtomicUsize = AtomicUsize::new(0);
+static MAP_PAGES: AtomicUsize = AtomicUsize::new(0);
+static MAP_SHIFT: AtomicU32 = AtomicU32::new(0);
+static MAP: AtomicPtr<AtomicU32> = AtomicPtr::new(core::ptr::null_mut());
+
+/// [`PageLayer::owner_of`] for the process-wide layer, in two dependent
+/// loads (this is on every `Kmem` dealloc). `None` before the layer exists.
+#[inline]
+pub(crate) fn global_owner_of(addr: usize) -> Option<u32> {
+    let map = MAP.load(Ordering::Acquire);
+    let page =
+        addr.wrapping_sub(MAP_BASE.load(Ordering::Relaxed)) >> MAP_SHIFT.load(Ordering::Relaxed);
+    if map.is_null() || page >= MAP_PAGES.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: `map` is the global layer's page map (published after the
+    // other three figures), one committed word per page, and `page` is in
+    // range.
+    let b = unsafe { &*map.add(page) }.load(Ordering::Relaxed);
+    (b & (START | CONT) != 0).then_some(b & OWNER)
+}
 static GLOBAL: OnceLock<PageLayer> = OnceLock::new();
 
 impl PageLayer {
@@ -264,6 +289,13 @@ impl PageLayer {
                     .find_map(|&size| Kva::new(size).ok())
                     .expect("kmem: cannot reserve address space for the page layer")
             });
+            MAP_BASE.store(kva.reservation.base().as_ptr() as usize, Ordering::Relaxed);
+            MAP_PAGES.store(kva.reservation.size() >> kva.shift, Ordering::Relaxed);
+            MAP_SHIFT.store(kva.shift, Ordering::Relaxed);
+            MAP.store(
+                kva.map.base().cast::<AtomicU32>().as_ptr(),
+                Ordering::Release,
+            );
             Self::over(KvaRef::Static(kva)).expect("kmem: cannot build the page layer")
         })
     }
