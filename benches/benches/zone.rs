@@ -11,8 +11,7 @@
 //! `sched_getcpu`), `kmem-zone-compat thread-slot` (the same zone indexed by
 //! the per-thread slot, to show what `sched_getcpu` costs), a `kmem::Cache`
 //! of the same size (the illumos/UMA lineage on the same job), and the system
-//! allocator, mimalloc and jemalloc through `GlobalAlloc`. A comparison with a
-//! kmem cache of the same size waits for the kmem facade.
+//! allocator, mimalloc and jemalloc through `GlobalAlloc`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
