@@ -277,8 +277,12 @@ impl<B: Backend, A: Allocator + Clone> Magazines<B, A> {
         match inner.depot.import() {
             Import::Magazine(hdr, rounds) => {
                 let mut pair = slot.lock();
+                // Another thread on this CPU may have refilled the slot while
+                // the lock was dropped; then the new magazine went to the
+                // depot and the item comes from the slot's rounds or the
+                // depot, never `None` while a full magazine exists.
                 pair.install_full(&inner.depot, hdr, rounds);
-                pair.take()
+                pair.take().or_else(|| pair.alloc_cached(&inner.depot))
             }
             Import::Single(item) => Some(item),
             Import::Exhausted => None,
