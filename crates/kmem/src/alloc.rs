@@ -172,7 +172,7 @@ pub(crate) fn owner_class(p: NonNull<u8>) -> Option<Option<usize>> {
 pub(crate) fn alloc_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
     match class_for(size, align) {
         Some(c) => class_alloc(c),
-        None => PageLayer::global().alloc(size, align).ok(),
+        None => crate::large::alloc(size, align, false),
     }
 }
 
@@ -215,11 +215,15 @@ pub fn kmem_alloc(size: usize) -> Result<NonNull<u8>, KmemError> {
 ///
 /// As [`kmem_alloc`].
 pub fn kmem_zalloc(size: usize) -> Result<NonNull<u8>, KmemError> {
-    let p = kmem_alloc(size)?;
-    if class_for(size, 8).is_some() {
-        // SAFETY: `size` bytes of ours.
-        unsafe { p.as_ptr().write_bytes(0, size) };
+    if class_for(size, 8).is_none() && size > 0 {
+        return crate::large::alloc(size, 8, true).ok_or(KmemError::OutOfMemory {
+            cache: "kmem_alloc",
+            size,
+        });
     }
+    let p = kmem_alloc(size)?;
+    // SAFETY: `size` bytes of ours.
+    unsafe { p.as_ptr().write_bytes(0, size) };
     Ok(p)
 }
 
@@ -253,7 +257,7 @@ pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) -> Result<(), KmemError> 
         }
         (None, None) if size > 0 => {
             // SAFETY: the caller gives up `ptr`; a wrong size is refused.
-            unsafe { PageLayer::global().free(ptr, size) }
+            unsafe { crate::large::free(ptr, size) }
         }
         (_, Some(o)) => Err(KmemError::WrongSize {
             addr,
@@ -267,6 +271,7 @@ pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) -> Result<(), KmemError> 
 /// Releases depot magazines beyond the working set and empty slabs of every
 /// class; with `purge`, empties the depots and this thread's magazines too.
 pub(crate) fn reap_classes(purge: bool) -> usize {
+    crate::large::flush();
     let Some(depots) = DEPOTS.get() else { return 0 };
     if purge {
         for (c, depot) in depots.iter().enumerate() {

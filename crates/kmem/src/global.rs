@@ -4,7 +4,6 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
 use crate::alloc::{alloc_aligned, class_free, owner_class, reap_classes};
-use crate::page::PageLayer;
 use crate::sizes::class_for;
 use crate::stats::CacheStats;
 
@@ -25,7 +24,8 @@ use crate::stats::CacheStats;
 /// through the calling thread's magazines to the `kmem_alloc_<size>`
 /// caches; larger or more aligned ones to the page layer, which hands out
 /// zero-filled pages, so [`alloc_zeroed`](GlobalAlloc::alloc_zeroed) writes
-/// nothing for them. [`realloc`](GlobalAlloc::realloc) keeps the block when
+/// nothing for them (only a block reused from the small cache of recently
+/// freed large blocks is cleared). [`realloc`](GlobalAlloc::realloc) keeps the block when
 /// the new size falls in the same class (or the same number of pages).
 ///
 /// All `Kmem` values share one process-wide state, created on first use.
@@ -96,7 +96,7 @@ unsafe impl GlobalAlloc for Kmem {
             (Some(c), Some(Some(o))) if c == o => class_free(c, p),
             (None, Some(None)) => {
                 // SAFETY: a page-layer block of this size; the caller is done with it.
-                if unsafe { PageLayer::global().free(p, size) }.is_err() {
+                if unsafe { crate::large::free(p, size) }.is_err() {
                     die("bad free of a page-layer block", ptr, layout);
                 }
             }
@@ -108,13 +108,16 @@ unsafe impl GlobalAlloc for Kmem {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let size = layout.size().max(1);
+        if class_for(size, layout.align()).is_none() {
+            // Fresh page-layer blocks are zero already; cached ones are cleared.
+            return crate::large::alloc(size, layout.align(), true)
+                .map_or(ptr::null_mut(), NonNull::as_ptr);
+        }
         let Some(p) = alloc_aligned(size, layout.align()) else {
             return ptr::null_mut();
         };
-        if class_for(size, layout.align()).is_some() {
-            // SAFETY: `size` bytes of ours.
-            unsafe { p.as_ptr().write_bytes(0, size) };
-        }
+        // SAFETY: `size` bytes of ours.
+        unsafe { p.as_ptr().write_bytes(0, size) };
         p.as_ptr()
     }
 

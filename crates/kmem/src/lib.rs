@@ -29,6 +29,10 @@
 //! * [`kmem_alloc`], [`kmem_zalloc`], [`kmem_free`] route by the seed's size
 //!   table ([`sizes`]); [`Kmem`] puts the same classes under
 //!   `#[global_allocator]`.
+//! * Blocks above the classes come from the page layer through a bounded
+//!   FIFO of recently freed blocks (at most 32 blocks, 64 MiB), flushed by
+//!   every reap, so a big buffer freed and re-allocated skips the discard
+//!   and the page faults.
 //! * [`stats`] prints `::kmastat`-style rows; [`stats::reap_all`] is
 //!   `kmem_reap`.
 //!
@@ -65,6 +69,7 @@ mod cache;
 pub mod error;
 mod fill;
 mod global;
+mod large;
 mod meta;
 mod object;
 pub mod page;

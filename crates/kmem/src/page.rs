@@ -486,6 +486,32 @@ impl PageLayer {
             .map_err(|e| bad_free(addr, size, &e.to_string()))
     }
 
+    /// Changes the owner tag of a live allocation of exactly
+    /// `[ptr, ptr + size)` from `from` to `to`.
+    ///
+    /// # Errors
+    ///
+    /// [`KmemError::BadFree`] if the range is not one allocation or its
+    /// owner is not `from`; nothing changes then.
+    pub(crate) fn retag(
+        &self,
+        ptr: NonNull<u8>,
+        size: usize,
+        from: u32,
+        to: u32,
+    ) -> Result<(), KmemError> {
+        let addr = ptr.as_ptr() as usize;
+        let size = kmem_sys::round_to_pages(size).unwrap_or(size);
+        let kva = self.kva();
+        if self.owner_of(addr) != Some(from) || !kva.reservation.contains(addr + size - 1) {
+            return Err(bad_free(addr, size, "not a block of this page layer"));
+        }
+        kva.unmark(addr, size)
+            .map_err(|why| bad_free(addr, size, why))?;
+        kva.mark(addr, size, to);
+        Ok(())
+    }
+
     /// Figures of this layer.
     pub fn stats(&self) -> PageStats {
         PageStats {
