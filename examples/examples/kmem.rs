@@ -5,7 +5,8 @@
 //! object caching with constructors that run only when a buffer leaves the
 //! slab layer, `kmem_alloc` / `kmem_free` over the `kmem_alloc_<size>`
 //! caches, `kmem_reap`, the `::kmastat` table), with UMA's
-//! `uma_zone_set_max` (`freebsd-uma_core.c.txt`) for the cache limit.
+//! `uma_zone_set_max` and `uma_zsecond_create` (`freebsd-uma_core.c.txt`)
+//! for the cache limit and secondary zones.
 //!
 //! What to look for in the output:
 //! 1. the `ObjectCache`'s constructor count: the first `alloc` builds a
@@ -13,7 +14,9 @@
 //!    the same, still-constructed object and builds nothing;
 //! 2. a `Cache` with ctor/dtor and a limit of 100 objects, rounded up to
 //!    whole slabs: allocation stops with `Full` exactly there, and draining
-//!    runs the destructor once for every constructor call;
+//!    runs the destructor once for every constructor call; a secondary
+//!    cache (UMA `uma_zsecond_create`) on the same keg runs its own
+//!    constructor and shares the limit;
 //! 3. `kmem_free` with the wrong size refused as `WrongSize` (nothing
 //!    freed), then freed with the right one;
 //! 4. the statistics table: the `kmem_alloc_*` classes this program's own
@@ -128,6 +131,33 @@ fn main() -> Result<(), KmemError> {
         "every constructed object destroyed once on its way down"
     );
     assert_eq!(sessions.stats().mem_in_use, 0);
+
+    // UMA's secondary zone (`uma_zsecond_create`): a second cache over the
+    // same keg, with its own constructor and magazines, sharing the limit.
+    let audit = sessions
+        .secondary("sessions-audit")
+        .ctor(|p| {
+            // SAFETY: a raw 256-byte buffer for the constructor.
+            unsafe { p.as_ptr().write(0x5a) };
+            true
+        })
+        .build()?;
+    let (s1, a1) = (sessions.alloc()?, audit.alloc()?);
+    // SAFETY: both are constructed buffers of ours.
+    let (t1, t2) = unsafe { (*s1.as_ptr(), *a1.as_ptr()) };
+    println!(
+        "  secondary cache on the same keg: first bytes {t1:#04x} (sessions) and {t2:#04x} (audit), limit {} shared",
+        audit.stats().limit
+    );
+    assert_ne!(t1, t2, "each cache runs its own constructor");
+    assert_eq!(audit.stats().limit, sessions.stats().limit);
+    // SAFETY: each goes back to the cache it came from, once.
+    unsafe {
+        sessions.free(s1)?;
+        audit.free(a1)?;
+    }
+    audit.drain();
+    sessions.drain();
 
     println!("\n3. kmem_alloc / kmem_free");
     let p = kmem_alloc(100)?;
