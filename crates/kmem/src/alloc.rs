@@ -309,25 +309,8 @@ pub(crate) fn class_stats() -> Vec<CacheStats> {
                 m.counts.add(&counts);
                 m.cached += cached;
             }
-            let allocs =
-                (m.counts.alloc_hits + m.counts.alloc_misses).saturating_sub(k.alloc_fails);
-            (k.slab_creates > 0).then(|| CacheStats {
-                name: k.name.to_string(),
-                buf_size: k.buf_size,
-                buf_total: (k.bufs_in_use + k.bufs_free) as u64,
-                mem_in_use: k.page_bytes() as u64,
-                buf_in_use: (k.bufs_in_use as u64).saturating_sub(m.cached as u64),
-                allocs,
-                frees: m.counts.free_hits + m.counts.free_misses,
-                alloc_fail: k.alloc_fails,
-                magazine_hits: m.counts.alloc_hits,
-                cached: m.cached as u64,
-                magazine_size: m.magazine_size,
-                depot_contention: m.depot_contention,
-                slabs_created: k.slab_creates,
-                slabs_destroyed: k.slab_destroys,
-                limit: 0,
-            })
+            (k.slab_creates > 0)
+                .then(|| CacheStats::from_parts(k.name, &k, Some(&m), k.alloc_fails))
         })
         .collect()
 }

@@ -344,35 +344,11 @@ impl Core {
 
     pub(crate) fn stats(&self) -> CacheStats {
         let k = self.keg.stats();
-        let mut s = CacheStats {
-            name: self.name.to_string(),
-            buf_size: k.buf_size,
-            buf_total: (k.bufs_in_use + k.bufs_free) as u64,
-            mem_in_use: k.page_bytes() as u64,
-            alloc_fail: self.alloc_fail.load(Ordering::Relaxed),
-            slabs_created: k.slab_creates,
-            slabs_destroyed: k.slab_destroys,
-            limit: k.limit.unwrap_or(0) as u64,
-            ..CacheStats::default()
-        };
-        match &self.mags {
-            Some(m) => {
-                let st = m.stats();
-                // A miss that ended in a failure is no allocation.
-                s.allocs =
-                    (st.counts.alloc_hits + st.counts.alloc_misses).saturating_sub(s.alloc_fail);
-                s.frees = st.counts.free_hits + st.counts.free_misses;
-                s.magazine_hits = st.counts.alloc_hits;
-                s.cached = st.cached as u64;
-                s.magazine_size = st.magazine_size;
-                s.depot_contention = st.depot_contention;
-                s.buf_in_use = (k.bufs_in_use as u64).saturating_sub(s.cached);
-            }
-            None => {
-                s.allocs = self.direct_allocs.load(Ordering::Relaxed);
-                s.frees = k.frees;
-                s.buf_in_use = k.bufs_in_use as u64;
-            }
+        let fail = self.alloc_fail.load(Ordering::Relaxed);
+        let mags = self.mags.as_ref().map(Magazines::stats);
+        let mut s = CacheStats::from_parts(self.name, &k, mags.as_ref(), fail);
+        if mags.is_none() {
+            s.allocs = self.direct_allocs.load(Ordering::Relaxed);
         }
         s
     }

@@ -134,15 +134,18 @@ impl Kva {
 
     #[inline]
     fn owner_of(&self, addr: usize) -> Option<u32> {
-        let page = addr.wrapping_sub(self.reservation.base().as_ptr() as usize) >> self.shift;
-        if page >= self.reservation.size() >> self.shift {
-            return None;
+        let base = self.reservation.base().as_ptr() as usize;
+        let map = self.map.base().cast::<AtomicU32>().as_ptr();
+        // SAFETY: the map holds one committed word per page of the reservation.
+        unsafe {
+            map_owner(
+                map,
+                base,
+                self.reservation.size() >> self.shift,
+                self.shift,
+                addr,
+            )
         }
-        // SAFETY: the map holds one committed word per page of the
-        // reservation, and `page` is below that count.
-        let b = unsafe { &*self.map.base().cast::<AtomicU32>().as_ptr().add(page) }
-            .load(Ordering::Relaxed);
-        (b & (START | CONT) != 0).then_some(b & OWNER)
     }
 }
 
@@ -255,17 +258,41 @@ static MAP: AtomicPtr<AtomicU32> = AtomicPtr::new(core::ptr::null_mut());
 #[inline]
 pub(crate) fn global_owner_of(addr: usize) -> Option<u32> {
     let map = MAP.load(Ordering::Acquire);
-    let page =
-        addr.wrapping_sub(MAP_BASE.load(Ordering::Relaxed)) >> MAP_SHIFT.load(Ordering::Relaxed);
-    if map.is_null() || page >= MAP_PAGES.load(Ordering::Relaxed) {
+    if map.is_null() {
         return None;
     }
-    // SAFETY: `map` is the global layer's page map (published after the
-    // other three figures), one committed word per page, and `page` is in
-    // range.
+    let (base, pages) = (
+        MAP_BASE.load(Ordering::Relaxed),
+        MAP_PAGES.load(Ordering::Relaxed),
+    );
+    // SAFETY: `map` is the global layer's page map, published after the
+    // other three figures: one committed word per page of `pages`.
+    unsafe { map_owner(map, base, pages, MAP_SHIFT.load(Ordering::Relaxed), addr) }
+}
+
+/// The owner tag in the page map `map` (one word per page of the `pages`
+/// pages from `base`) of the allocation holding `addr`, if any.
+///
+/// # Safety
+///
+/// `map` points to `pages` committed words.
+#[inline]
+unsafe fn map_owner(
+    map: *const AtomicU32,
+    base: usize,
+    pages: usize,
+    shift: u32,
+    addr: usize,
+) -> Option<u32> {
+    let page = addr.wrapping_sub(base) >> shift;
+    if page >= pages {
+        return None;
+    }
+    // SAFETY: `page` is below the map's length (the caller's promise).
     let b = unsafe { &*map.add(page) }.load(Ordering::Relaxed);
     (b & (START | CONT) != 0).then_some(b & OWNER)
 }
+
 static GLOBAL: OnceLock<PageLayer> = OnceLock::new();
 
 impl PageLayer {

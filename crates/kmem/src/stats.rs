@@ -72,6 +72,41 @@ pub struct CacheStats {
 }
 
 impl CacheStats {
+    /// A row from a keg's figures and, for a cache with magazines, the
+    /// magazines' (whose cached rounds count as not in use). Without
+    /// magazines `allocs` is left 0 for the caller to fill.
+    pub(crate) fn from_parts(
+        name: &str,
+        k: &kmem_slab::KegStats,
+        mags: Option<&kmem_magazine::Stats>,
+        alloc_fail: u64,
+    ) -> Self {
+        let mut s = CacheStats {
+            name: name.to_string(),
+            buf_size: k.buf_size,
+            buf_in_use: k.bufs_in_use as u64,
+            buf_total: (k.bufs_in_use + k.bufs_free) as u64,
+            mem_in_use: k.page_bytes() as u64,
+            alloc_fail,
+            frees: k.frees,
+            slabs_created: k.slab_creates,
+            slabs_destroyed: k.slab_destroys,
+            limit: k.limit.unwrap_or(0) as u64,
+            ..CacheStats::default()
+        };
+        if let Some(m) = mags {
+            // A miss that ended in a failure is no allocation.
+            s.allocs = (m.counts.alloc_hits + m.counts.alloc_misses).saturating_sub(alloc_fail);
+            s.frees = m.counts.free_hits + m.counts.free_misses;
+            s.magazine_hits = m.counts.alloc_hits;
+            s.cached = m.cached as u64;
+            s.magazine_size = m.magazine_size;
+            s.depot_contention = m.depot_contention;
+            s.buf_in_use = s.buf_in_use.saturating_sub(s.cached);
+        }
+        s
+    }
+
     /// Percentage of slab memory not holding in-use buffers.
     pub fn waste_percent(&self) -> f64 {
         if self.mem_in_use == 0 {
