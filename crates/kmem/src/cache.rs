@@ -155,8 +155,9 @@ impl Cache {
                 None => return Err(c.failed(c.fill.shortage())),
             },
             None => {
+                let p = c.fill.take_one(None).map_err(|e| c.failed_slab(e))?;
                 c.direct_allocs.fetch_add(1, Ordering::Relaxed);
-                c.fill.take_one(None).map_err(|e| c.failed_slab(e))?
+                p
             }
         };
         c.per_alloc_ctor(p)
