@@ -410,6 +410,32 @@ impl<B: Backend, A: Allocator + Clone> Depot<B, A> {
         self.reap();
     }
 
+    /// Looks for `item` in the depot's full magazines and, if found, puts
+    /// `replacement` in its place and returns `true`: the caller owns `item`
+    /// from then on (illumos `kmem_hunt_mag` over `cache_full`, as
+    /// `kmem_hunt_mags` does for a consolidator). Magazines held by CPU slots
+    /// or threads are not searched.
+    pub fn hunt(&self, item: B::Item, replacement: B::Item) -> bool
+    where
+        B::Item: PartialEq,
+    {
+        let st = self.state.lock();
+        for (hdr, rounds) in st.full.iter() {
+            // SAFETY: a live magazine on the full list, whose first `rounds`
+            // rounds are initialised; the depot lock is held.
+            let slots = unsafe { items::<B::Item>(hdr.as_ptr()) };
+            for i in 0..rounds {
+                // SAFETY: as above, i < rounds.
+                let round = unsafe { &mut *slots.add(i) };
+                if *round == item {
+                    *round = replacement;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Counters of the depot, with the pair counts folded into it so far.
     /// [`Magazines::stats`](crate::Magazines::stats) adds its slots to this.
     pub fn stats(&self) -> Stats {

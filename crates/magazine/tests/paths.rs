@@ -289,3 +289,30 @@ fn bad_config_is_an_error_naming_the_cache() {
         .unwrap();
     assert!(e.to_string().contains("magazine size"), "{e}");
 }
+
+#[test]
+fn hunt_swaps_a_round_out_of_a_full_depot_magazine() {
+    let depot = Depot::new(Counting::new(1000), Config::new("hunt", 64)).unwrap();
+    let mut pair = MagazinePair::new();
+    let first = pair.alloc(&depot).unwrap();
+    // One full magazine of the rounds the pair still holds goes to the depot.
+    let mut held = vec![first];
+    while pair.cached() > 0 {
+        held.push(pair.alloc(&depot).unwrap());
+    }
+    let target = held[3];
+    let swap_in = pair.alloc(&depot).unwrap(); // imports a new magazine
+    for &i in &held {
+        pair.free(&depot, i);
+    }
+    pair.flush(&depot);
+    assert!(depot.hunt(target, swap_in), "the round is in a depot magazine");
+    assert!(!depot.hunt(target, swap_in), "and is gone after the swap");
+    assert!(!depot.hunt(99_999, 0), "an item never cached is not found");
+    depot.check().unwrap();
+    // The caller owns `target` now; give it back the ordinary way.
+    pair.free(&depot, target);
+    pair.flush(&depot);
+    depot.purge();
+    assert_eq!(depot.backend().outstanding(), 0);
+}

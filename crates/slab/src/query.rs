@@ -186,6 +186,22 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
         })
     }
 
+    /// Allocates from `slab` itself if it is partial (some but not all of
+    /// its buffers allocated); `Ok(None)` if it is empty or full. A
+    /// consolidator fills a slab it may not empty this way (illumos
+    /// `kmem_slab_move_no` sorts such a slab first, where allocation takes
+    /// from it).
+    pub fn alloc_in(&self, slab: SlabId) -> Result<Option<NonNull<u8>>, SlabError> {
+        let mut st = self.state.lock();
+        let s = self.find_slab(&mut st, slab)?;
+        // SAFETY: a live header of this keg; the lock is held.
+        let (inuse, chunks) = unsafe { (s.as_ref().inuse, s.as_ref().chunks) };
+        if inuse == 0 || inuse == chunks {
+            return Ok(None);
+        }
+        self.take_from(&mut st, s).map(Some)
+    }
+
     /// Keeps `slab` from being reaped even when empty, as illumos keeps a
     /// slab with moves pending; pins nest.
     pub fn pin_slab(&self, slab: SlabId) -> Result<(), SlabError> {

@@ -411,3 +411,25 @@ fn threads_share_a_keg() {
     keg.reap();
     assert_eq!(keg.source().bytes_in_use(), 0);
 }
+
+#[test]
+fn alloc_in_fills_only_a_partial_slab() {
+    let keg = Keg::builder("alloc-in", 128, 8).build().unwrap();
+    let per = keg.layout().bufs_per_slab;
+    let bufs = fill(&keg, 2 * per);
+    let a = keg.slab_of(bufs[0]).unwrap();
+    let b = keg.slab_of(bufs[per]).unwrap();
+    // Full: nothing to take.
+    assert_eq!(keg.alloc_in(a).unwrap(), None);
+    free_all(&keg, &bufs[1..3]);
+    let p = keg.alloc_in(a).unwrap().expect("a is partial");
+    assert_eq!(keg.slab_of(p).unwrap(), a);
+    // Empty: never refilled this way.
+    free_all(&keg, &bufs[per..]);
+    assert_eq!(keg.alloc_in(b).unwrap(), None);
+    assert!(keg.is_allocated(p).unwrap());
+    free_all(&keg, &[p]);
+    free_all(&keg, &[bufs[0]]);
+    free_all(&keg, &bufs[3..per]);
+    keg.check().unwrap();
+}
