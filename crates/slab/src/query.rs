@@ -139,6 +139,22 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
         out
     }
 
+    /// One slab's figures, as [`partial_slabs`](Self::partial_slabs) gives
+    /// them, for a slab in any state (illumos reads `slab_refcnt` and
+    /// `slab_chunks` when `kmem_move_buffer` rechecks a candidate).
+    pub fn slab_info(&self, slab: SlabId) -> Result<SlabInfo, SlabError> {
+        let mut st = self.state.lock();
+        let s = self.find_slab(&mut st, slab)?;
+        // SAFETY: a live header of this keg; the lock is held.
+        let s = unsafe { s.as_ref() };
+        Ok(SlabInfo {
+            id: slab,
+            allocated: s.inuse as usize,
+            capacity: s.chunks as usize,
+            pinned: s.pins > 0,
+        })
+    }
+
     /// The allocated buffers of `slab`, lowest address first.
     pub fn allocated_buffers(&self, slab: SlabId) -> Result<Vec<NonNull<u8>>, SlabError> {
         let mut st = self.state.lock();

@@ -422,7 +422,9 @@ fn alloc_in_fills_only_a_partial_slab() {
     // Full: nothing to take.
     assert_eq!(keg.alloc_in(a).unwrap(), None);
     free_all(&keg, &bufs[1..3]);
+    assert_eq!(keg.slab_info(a).unwrap().allocated, per - 2);
     let p = keg.alloc_in(a).unwrap().expect("a is partial");
+    assert_eq!(keg.slab_info(a).unwrap().allocated, per - 1);
     assert_eq!(keg.slab_of(p).unwrap(), a);
     // Empty: never refilled this way.
     free_all(&keg, &bufs[per..]);

@@ -1,0 +1,144 @@
+//! A test client over a bare keg: objects are `[id, !id]` words, a table
+//! maps live ids to addresses, and a fake magazine holds freed objects.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kmem_move::{Client, Move};
+use kmem_slab::Keg;
+
+pub const SIZE: usize = 64;
+
+/// Live objects by id and by address.
+#[derive(Default)]
+pub struct Table {
+    pub by_id: HashMap<u64, usize>,
+    pub by_addr: HashMap<usize, u64>,
+}
+
+pub struct TestClient {
+    pub keg: Arc<Keg>,
+    pub constructed: AtomicUsize,
+    pub destroyed: AtomicUsize,
+    /// Freed objects still "cached": allocated as far as the keg knows.
+    pub magazine: Mutex<Vec<usize>>,
+}
+
+impl Client for TestClient {
+    type Source = kmem_sys::OsPages;
+    type Meta = allocator_api2::alloc::Global;
+
+    fn name(&self) -> &'static str {
+        "test"
+    }
+    fn keg(&self) -> &Keg {
+        &self.keg
+    }
+    fn construct(&self, buf: NonNull<u8>) -> bool {
+        self.constructed.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: a raw buffer of SIZE bytes the consolidator owns.
+        unsafe { buf.cast::<[u64; 2]>().write([u64::MAX, 0]) };
+        true
+    }
+    fn destroy(&self, buf: NonNull<u8>) {
+        self.destroyed.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { buf.cast::<[u64; 2]>().write([0xdead, 0xdead]) };
+    }
+    fn hunt(&self, buf: NonNull<u8>) -> bool {
+        let mut m = self.magazine.lock().unwrap();
+        match m.iter().position(|&a| a == buf.as_ptr() as usize) {
+            Some(i) => {
+                m.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+pub fn client() -> TestClient {
+    TestClient {
+        keg: Arc::new(Keg::builder("move-test", SIZE, 8).build().unwrap()),
+        constructed: AtomicUsize::new(0),
+        destroyed: AtomicUsize::new(0),
+        magazine: Mutex::new(Vec::new()),
+    }
+}
+
+pub fn write(addr: usize, id: u64) {
+    // SAFETY: a live object of the test keg.
+    unsafe { (addr as *mut [u64; 2]).write([id, !id]) };
+}
+
+pub fn read(addr: usize) -> [u64; 2] {
+    // SAFETY: as above.
+    unsafe { (addr as *const [u64; 2]).read() }
+}
+
+/// Allocates `n` objects, then frees all but every `keep`-th, leaving the
+/// rest live in `table`. Returns the table.
+pub fn fragment(c: &TestClient, n: usize, keep: usize) -> Arc<Mutex<Table>> {
+    let mut t = Table::default();
+    let mut all = Vec::new();
+    for id in 0..n as u64 {
+        let p = c.keg.alloc().unwrap();
+        c.construct(p);
+        write(p.as_ptr() as usize, id);
+        all.push((id, p.as_ptr() as usize));
+    }
+    for (i, (id, a)) in all.into_iter().enumerate() {
+        if i % keep == 0 {
+            t.by_id.insert(id, a);
+            t.by_addr.insert(a, id);
+        } else {
+            free(c, a);
+        }
+    }
+    Arc::new(Mutex::new(t))
+}
+
+pub fn free(c: &TestClient, addr: usize) {
+    let p = NonNull::new(addr as *mut u8).unwrap();
+    c.destroy(p);
+    // SAFETY: a live buffer of this keg, freed once.
+    unsafe { c.keg.free(p) }.unwrap();
+}
+
+/// The well-behaved callback: moves a live object, re-points the table.
+pub fn mover(table: Arc<Mutex<Table>>) -> impl Fn(NonNull<u8>, NonNull<u8>, usize) -> Move {
+    move |old, new, size| {
+        assert_eq!(size, SIZE);
+        let (old, new) = (old.as_ptr() as usize, new.as_ptr() as usize);
+        let mut t = table.lock().unwrap();
+        let Some(id) = t.by_addr.remove(&old) else {
+            return Move::DontKnow;
+        };
+        assert_eq!(read(new), [u64::MAX, 0], "the destination is constructed");
+        assert_eq!(read(old), [id, !id], "object {id} intact before its move");
+        write(new, id);
+        t.by_addr.insert(new, id);
+        t.by_id.insert(id, new);
+        Move::Yes
+    }
+}
+
+/// Every live object holds its id.
+pub fn verify(c: &TestClient, table: &Mutex<Table>) {
+    verify_keg(&c.keg, table);
+}
+
+/// As [`verify`], given only the keg.
+pub fn verify_keg(keg: &Keg, table: &Mutex<Table>) {
+    let t = table.lock().unwrap();
+    for (&id, &a) in &t.by_id {
+        assert_eq!(read(a), [id, !id], "object {id} at {a:#x}");
+        assert!(keg.is_allocated(NonNull::new(a as *mut u8).unwrap()).unwrap());
+    }
+    assert_eq!(t.by_id.len(), t.by_addr.len());
+    keg.check().unwrap();
+}

@@ -1,0 +1,118 @@
+//! Concurrent allocation, free and moves: no object is lost, corrupted or
+//! moved twice at once.
+
+mod common;
+
+use std::collections::HashSet;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use kmem_move::{Consolidator, Move};
+
+#[test]
+fn concurrent_alloc_free_and_moves_keep_every_object() {
+    let c = client();
+    let per = c.keg.layout().bufs_per_slab;
+    let table = fragment(&c, per * 150, 6);
+    let next_id = AtomicU64::new(1 << 32);
+    let in_flight = Arc::new(Mutex::new(HashSet::new()));
+    let inner = mover(table.clone());
+    let f = in_flight.clone();
+    let cons = Consolidator::spawn(
+        c,
+        move |old, new, size| -> Move {
+            let a = old.as_ptr() as usize;
+            assert!(f.lock().unwrap().insert(a), "{a:#x} moved twice at once");
+            let r = inner(old, new, size);
+            f.lock().unwrap().remove(&a);
+            r
+        },
+        Duration::from_millis(2),
+    )
+    .unwrap();
+    let stop = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for seed in 1..=2u64 {
+            let (cons, table, next_id, done) = (&cons, &table, &next_id, &done);
+            s.spawn(move || {
+                worker(cons.client(), table, next_id, seed);
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let (cons, stop) = (&cons, &stop);
+        s.spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                cons.defragment();
+                cons.scan();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        // Workers finish on their own; then stop the defragmenter.
+        while done.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    cons.wait_idle();
+    let st = cons.stats();
+    assert!(st.yes > 100, "the consolidator moved objects: {st:?}");
+    let c = cons.client();
+    verify(c, &table);
+    assert_eq!(c.keg.stats().bufs_in_use, table.lock().unwrap().by_id.len());
+    assert!(in_flight.lock().unwrap().is_empty());
+}
+
+/// Allocates, frees and checks objects by id (their addresses change under
+/// it), 20 000 operations.
+fn worker(c: &TestClient, table: &Mutex<Table>, next_id: &AtomicU64, seed: u64) {
+    let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut mine: Vec<u64> = Vec::new();
+    for _ in 0..20_000 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        match rng % 3 {
+            0 | 1 if mine.len() < 3000 => {
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let p = c.keg.alloc().unwrap();
+                assert!(kmem_move::Client::construct(c, p));
+                let a = p.as_ptr() as usize;
+                write(a, id);
+                let mut t = table.lock().unwrap();
+                t.by_id.insert(id, a);
+                t.by_addr.insert(a, id);
+                mine.push(id);
+            }
+            _ if !mine.is_empty() => {
+                let id = mine.swap_remove((rng >> 8) as usize % mine.len());
+                let a = {
+                    let mut t = table.lock().unwrap();
+                    let a = t.by_id.remove(&id).unwrap();
+                    assert_eq!(read(a), [id, !id], "object {id} intact at its free");
+                    t.by_addr.remove(&a);
+                    a
+                };
+                free(c, a);
+            }
+            _ => {}
+        }
+        if let Some(&id) = mine.last() {
+            let t = table.lock().unwrap();
+            let a = t.by_id[&id];
+            assert_eq!(read(a), [id, !id], "object {id}");
+            assert!(c.keg.is_allocated(NonNull::new(a as *mut u8).unwrap()).unwrap());
+        }
+    }
+    let mut t = table.lock().unwrap();
+    for id in mine {
+        let a = t.by_id.remove(&id).unwrap();
+        t.by_addr.remove(&a);
+        drop(t);
+        free(c, a);
+        t = table.lock().unwrap();
+    }
+}
