@@ -92,13 +92,21 @@ impl<C: Client> Consolidator<C> {
     ///
     /// [`MoveError::NotABuffer`] if `buf` is not a buffer start of the keg.
     pub fn move_notify(&self, buf: NonNull<u8>) -> Result<(), MoveError> {
-        self.shared.client.keg().slab_of(buf).map_err(|source| MoveError::NotABuffer {
-            cache: self.shared.client.name(),
-            addr: buf.as_ptr() as usize,
-            source,
-        })?;
+        self.shared
+            .client
+            .keg()
+            .slab_of(buf)
+            .map_err(|source| MoveError::NotABuffer {
+                cache: self.shared.client.name(),
+                addr: buf.as_ptr() as usize,
+                source,
+            })?;
         self.shared.stats.notify.fetch_add(1, Ordering::Relaxed);
-        self.shared.state.lock().notify.push_back(buf.as_ptr() as usize);
+        self.shared
+            .state
+            .lock()
+            .notify
+            .push_back(buf.as_ptr() as usize);
         self.shared.wake.notify_all();
         Ok(())
     }

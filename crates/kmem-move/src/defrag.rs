@@ -219,8 +219,20 @@ mod tests {
         }
         assert_eq!(d.reclaim_numer, 1);
         assert!(d.reclaimable(&info(1, 64), normal), "one buffer always is");
-        assert!(d.reclaimable(&info(63, 64), Flags { desperate: true, notify: false }));
-        assert!(!d.reclaimable(&info(64, 64), Flags { desperate: true, notify: false }));
+        assert!(d.reclaimable(
+            &info(63, 64),
+            Flags {
+                desperate: true,
+                notify: false
+            }
+        ));
+        assert!(!d.reclaimable(
+            &info(64, 64),
+            Flags {
+                desperate: true,
+                notify: false
+            }
+        ));
     }
 
     #[test]

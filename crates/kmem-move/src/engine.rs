@@ -74,9 +74,9 @@ impl<C: Client> Shared<C> {
         } else {
             (max_scan, max_slabs)
         };
-        self.state.lock().refresh_marks(&partials, |b| {
-            keg.is_allocated(ptr(b)).unwrap_or(false)
-        });
+        self.state
+            .lock()
+            .refresh_marks(&partials, |b| keg.is_allocated(ptr(b)).unwrap_or(false));
         let mut sources = HashSet::new();
         let mut found = 0;
         // Index 0 is the most-used slab, where destinations come from.
@@ -141,7 +141,11 @@ impl<C: Client> Shared<C> {
             // SAFETY: a raw buffer just taken from this keg, never handed out.
             let r = unsafe { keg.free(to) };
             debug_assert!(r.is_ok(), "{r:?}");
-            return if met { Begin::MetFront } else { Begin::SlabGone };
+            return if met {
+                Begin::MetFront
+            } else {
+                Begin::SlabGone
+            };
         }
         st.pending.insert(
             from,
@@ -276,8 +280,12 @@ impl<C: Client> Shared<C> {
         }
         if emptied > 0 {
             let freed = keg.reap() as u64;
-            self.stats.dead_slabs_freed.fetch_add(emptied, Ordering::Relaxed);
-            self.stats.slabs_reclaimed.fetch_add(freed, Ordering::Relaxed);
+            self.stats
+                .dead_slabs_freed
+                .fetch_add(emptied, Ordering::Relaxed);
+            self.stats
+                .slabs_reclaimed
+                .fetch_add(freed, Ordering::Relaxed);
         }
     }
 

@@ -71,7 +71,10 @@ fn no_marks_the_slab_and_notify_retries() {
     .unwrap();
     let d = cons.defragment();
     let s = cons.stats();
-    assert!(d.moves > 0 && s.no > 0 && s.no == s.callbacks, "{d:?} {s:?}");
+    assert!(
+        d.moves > 0 && s.no > 0 && s.no == s.callbacks,
+        "{d:?} {s:?}"
+    );
     assert_eq!(d.partial_after, d.partial_before, "nothing moved");
     // Every candidate slab is now marked: an ordinary scan (the keg is
     // fragmented: 110 slabs, 90% free) finds no candidate and calls no one.
@@ -83,15 +86,22 @@ fn no_marks_the_slab_and_notify_retries() {
     refuse.store(0, Ordering::SeqCst);
     let addr = last_no.load(Ordering::SeqCst);
     let id = table.lock().unwrap().by_addr[&addr];
-    cons.move_notify(NonNull::new(addr as *mut u8).unwrap()).unwrap();
+    cons.move_notify(NonNull::new(addr as *mut u8).unwrap())
+        .unwrap();
     cons.wait_idle();
     let s2 = cons.stats();
-    assert_eq!((s2.notify, s2.notify_callbacks, s2.yes), (1, 1, 1), "{s2:?}");
+    assert_eq!(
+        (s2.notify, s2.notify_callbacks, s2.yes),
+        (1, 1, 1),
+        "{s2:?}"
+    );
     assert_ne!(table.lock().unwrap().by_id[&id], addr, "object {id} moved");
     verify(cons.client(), &table);
     // A pointer that is no buffer of the keg is an error naming the cache.
     let stranger = Box::new(0u64);
-    let e = cons.move_notify(NonNull::from(&*stranger).cast()).unwrap_err();
+    let e = cons
+        .move_notify(NonNull::from(&*stranger).cast())
+        .unwrap_err();
     assert!(e.to_string().starts_with("test: move_notify(0x"), "{e}");
 }
 
@@ -200,13 +210,21 @@ fn slabs_emptied_while_moves_are_pending_wait_on_the_dead_list() {
         sc.spawn(|| cons.defragment());
         let old = entered.recv().unwrap();
         let c = cons.client();
-        let slab = c.keg.slab_of(NonNull::new(old as *mut u8).unwrap()).unwrap();
+        let slab = c
+            .keg
+            .slab_of(NonNull::new(old as *mut u8).unwrap())
+            .unwrap();
         // Free every live object of that slab while its moves are pending.
         let mut t = table.lock().unwrap();
         let on_slab: Vec<u64> = t
             .by_id
             .iter()
-            .filter(|(_, a)| c.keg.slab_of(NonNull::new(**a as *mut u8).unwrap()).unwrap() == slab)
+            .filter(|(_, a)| {
+                c.keg
+                    .slab_of(NonNull::new(**a as *mut u8).unwrap())
+                    .unwrap()
+                    == slab
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in on_slab {
@@ -222,7 +240,10 @@ fn slabs_emptied_while_moves_are_pending_wait_on_the_dead_list() {
     });
     let s = cons.stats();
     assert!(s.dead_slabs_freed >= 1, "{s:?}");
-    assert!(s.hunt_found_slab + s.dont_know >= 1, "the freed objects were not moved: {s:?}");
+    assert!(
+        s.hunt_found_slab + s.dont_know >= 1,
+        "the freed objects were not moved: {s:?}"
+    );
     verify(cons.client(), &table);
 }
 

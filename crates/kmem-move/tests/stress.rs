@@ -104,7 +104,11 @@ fn worker(c: &TestClient, table: &Mutex<Table>, next_id: &AtomicU64, seed: u64) 
             let t = table.lock().unwrap();
             let a = t.by_id[&id];
             assert_eq!(read(a), [id, !id], "object {id}");
-            assert!(c.keg.is_allocated(NonNull::new(a as *mut u8).unwrap()).unwrap());
+            assert!(
+                c.keg
+                    .is_allocated(NonNull::new(a as *mut u8).unwrap())
+                    .unwrap()
+            );
         }
     }
     let mut t = table.lock().unwrap();

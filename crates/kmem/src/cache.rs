@@ -31,13 +31,15 @@ type CacheFill = Arc<Fill<Arc<CacheKeg>>>;
 type Front = Option<Magazines<CacheFill, Meta>>;
 
 pub(crate) struct Core {
-    name: &'static str,
-    keg: Arc<CacheKeg>,
+    pub(crate) name: &'static str,
+    pub(crate) keg: Arc<CacheKeg>,
     /// `None`: no magazines (`KMC_NOMAGAZINE`), every call reaches the keg.
-    mags: Front,
-    fill: CacheFill,
+    pub(crate) mags: Front,
+    pub(crate) fill: CacheFill,
     /// UMA semantics: constructor and destructor on every alloc and free.
-    per_alloc: Option<(Arc<Ctor>, Arc<Dtor>)>,
+    pub(crate) per_alloc: Option<(Arc<Ctor>, Arc<Dtor>)>,
+    /// The slab consolidator, once [`Cache::set_move`] gave a callback.
+    pub(crate) moving: std::sync::OnceLock<crate::moving::Mover>,
     reclaim: Option<Box<dyn Fn() + Send + Sync>>,
     /// The page-map tag of this keg's pages, when it can be checked.
     owner: Option<u32>,
@@ -76,7 +78,7 @@ pub(crate) struct Core {
 /// ```
 #[derive(Clone)]
 pub struct Cache {
-    core: Arc<Core>,
+    pub(crate) core: Arc<Core>,
 }
 
 /// Builds a [`Cache`]; start from [`Cache::builder`] or
@@ -351,6 +353,9 @@ impl Core {
         if mags.is_none() {
             s.allocs = self.direct_allocs.load(Ordering::Relaxed);
         }
+        if let Some(m) = self.moving.get() {
+            s.moves = m.stats();
+        }
         s
     }
 }
@@ -426,6 +431,11 @@ impl CacheBuilder {
         };
         let layer = PageLayer::global();
         let (keg, owner) = match self.shared {
+            Some((keg, _)) if crate::moving::has_mover(&keg) => {
+                return Err(invalid(
+                    "the keg has a move callback, so it cannot be shared",
+                ));
+            }
             Some(shared) => shared,
             None => {
                 let (pages, owner) = match self.source {
@@ -475,6 +485,7 @@ impl CacheBuilder {
             layer,
             alloc_fail: AtomicU64::new(0),
             direct_allocs: AtomicU64::new(0),
+            moving: std::sync::OnceLock::new(),
         });
         let mut reg = REGISTRY.lock();
         reg.retain(|w| w.strong_count() > 0);

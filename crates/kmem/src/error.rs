@@ -78,4 +78,13 @@ pub enum KmemError {
         /// Cache name.
         cache: &'static str,
     },
+    /// A move callback was refused, or a move operation needs one
+    /// (`Cache::set_move`, `Cache::move_notify`, `Cache::defragment`).
+    #[error("{cache}: move: {why}")]
+    Move {
+        /// Cache name.
+        cache: &'static str,
+        /// What was wrong.
+        why: String,
+    },
 }

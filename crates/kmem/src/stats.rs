@@ -69,6 +69,9 @@ pub struct CacheStats {
     pub slabs_destroyed: u64,
     /// Item limit (`uma_zone_set_max`); 0 = none.
     pub limit: u64,
+    /// The slab consolidator's counters (all 0 without a move callback,
+    /// [`Cache::set_move`](crate::Cache::set_move)).
+    pub moves: kmem_move::MoveStats,
 }
 
 impl CacheStats {
@@ -127,7 +130,7 @@ impl CacheStats {
 /// ```
 pub struct Table<'a>(pub &'a [CacheStats]);
 
-const COLUMNS: [&str; 11] = [
+const COLUMNS: [&str; 12] = [
     "cache",
     "buf size",
     "in use",
@@ -139,11 +142,12 @@ const COLUMNS: [&str; 11] = [
     "cached",
     "mag size",
     "contention",
+    "moved",
 ];
 
 impl fmt::Display for Table<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cells: Vec<[String; 11]> = self
+        let cells: Vec<[String; 12]> = self
             .0
             .iter()
             .map(|s| {
@@ -159,6 +163,7 @@ impl fmt::Display for Table<'_> {
                     s.cached.to_string(),
                     s.magazine_size.to_string(),
                     s.depot_contention.to_string(),
+                    s.moves.yes.to_string(),
                 ]
             })
             .collect();

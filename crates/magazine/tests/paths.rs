@@ -306,7 +306,10 @@ fn hunt_swaps_a_round_out_of_a_full_depot_magazine() {
         pair.free(&depot, i);
     }
     pair.flush(&depot);
-    assert!(depot.hunt(target, swap_in), "the round is in a depot magazine");
+    assert!(
+        depot.hunt(target, swap_in),
+        "the round is in a depot magazine"
+    );
     assert!(!depot.hunt(target, swap_in), "and is gone after the swap");
     assert!(!depot.hunt(99_999, 0), "an item never cached is not found");
     depot.check().unwrap();

@@ -137,7 +137,10 @@ pub fn verify_keg(keg: &Keg, table: &Mutex<Table>) {
     let t = table.lock().unwrap();
     for (&id, &a) in &t.by_id {
         assert_eq!(read(a), [id, !id], "object {id} at {a:#x}");
-        assert!(keg.is_allocated(NonNull::new(a as *mut u8).unwrap()).unwrap());
+        assert!(
+            keg.is_allocated(NonNull::new(a as *mut u8).unwrap())
+                .unwrap()
+        );
     }
     assert_eq!(t.by_id.len(), t.by_addr.len());
     keg.check().unwrap();
