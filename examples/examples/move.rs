@@ -100,7 +100,7 @@ fn move_node(table: &Mutex<Buckets>, old: NonNull<Node>, new: &mut Node) -> Move
     // SAFETY: `old` is linked, so it is a live node, and the lock we hold
     // keeps everyone else away from it; `link` points at it.
     unsafe {
-        std::mem::swap(&mut *o, new);
+        ptr::swap(o, new);
         *link = new;
     }
     Move::Yes
@@ -141,7 +141,7 @@ fn main() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 10 == 0 {
+        if x.is_multiple_of(10) {
             kept.push(key);
             continue;
         }

@@ -26,6 +26,9 @@
 //!   `uma_zsecond_create`, [`CacheBuilder::limit`] `uma_zone_set_max`,
 //!   [`Cache::drain`] `zone_drain`.
 //! * [`ObjectCache<T>`] is the safe, typed face of a cache.
+//! * [`Cache::set_move`] / [`ObjectCache::set_move`] give a cache a move
+//!   callback and a `kmem-move` slab consolidator (illumos
+//!   `kmem_cache_set_move`); [`Cache::defragment`] consolidates now.
 //! * [`kmem_alloc`], [`kmem_zalloc`], [`kmem_free`] route by the seed's size
 //!   table ([`sizes`]); [`Kmem`] puts the same classes under
 //!   `#[global_allocator]`.

@@ -233,7 +233,7 @@ impl<T: Send + 'static> ObjectCache<T> {
     /// is one of its live objects and that nobody else is using it (the
     /// object stays a constructed `T` meanwhile: the consolidator keeps
     /// its slab mapped). The usual move: swap the contents
-    /// (`core::mem::swap(&mut *old.as_ptr(), new)`), re-point every
+    /// (`core::ptr::swap(old.as_ptr(), new)`), re-point every
     /// reference from `old` to `new`, answer [`Move::Yes`]; the old buffer,
     /// now holding `new`'s constructed state, is dropped and freed.
     ///

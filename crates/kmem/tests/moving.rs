@@ -110,7 +110,7 @@ fn defragment_moves_objects_out_of_sparse_slabs() {
         after.mem_in_use
     );
     assert!(
-        kmem::stats::Table(&[after.clone()])
+        kmem::stats::Table(std::slice::from_ref(&after))
             .to_string()
             .contains("moved")
     );
@@ -142,7 +142,7 @@ fn typed_callback_swaps_objects() {
             };
             // SAFETY: `old` is linked in `live`, whose lock we hold: it is
             // a live node nobody else is using.
-            core::mem::swap(unsafe { &mut *old.as_ptr() }, new);
+            unsafe { core::ptr::swap(old.as_ptr(), new) };
             live.insert(id, new as *mut Node as usize);
             Move::Yes
         })
