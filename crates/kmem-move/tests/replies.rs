@@ -280,3 +280,27 @@ fn dropping_a_consolidator_with_pending_moves_loses_nothing() {
     assert_eq!(keg.stats().bufs_in_use, live);
     assert!(keg.partial_slabs().iter().all(|s| !s.pinned), "no pin left");
 }
+
+#[test]
+fn scans_raise_the_candidate_threshold_until_slabs_qualify() {
+    let c = client();
+    // 120 slabs, each a third full: fragmented (two thirds free), but no
+    // slab is under 1/8 used, so the first scans find no candidate.
+    let table = fragment(&c, per(&c) * 120, 3);
+    let cons = Consolidator::spawn(c, mover(table.clone()), SCAN_INTERVAL).unwrap();
+    let scan = || {
+        cons.scan();
+        cons.wait_idle();
+    };
+    // Every RECLAIM_SCAN_RANGE scans without candidates raise the
+    // threshold by 1/8: 2/8 after 12 scans, 3/8 after 24.
+    for _ in 0..2 * kmem_move::RECLAIM_SCAN_RANGE {
+        scan();
+    }
+    assert_eq!(cons.stats().callbacks, 0, "a third full is above 2/8");
+    scan();
+    let s = cons.stats();
+    assert!(s.yes > 0 && s.yes == s.callbacks, "3/8 takes a slab: {s:?}");
+    assert_eq!(s.scans, 2 * kmem_move::RECLAIM_SCAN_RANGE as u64 + 1);
+    verify(cons.client(), &table);
+}
