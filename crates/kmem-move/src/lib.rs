@@ -138,8 +138,62 @@
 //!
 //! The facade crate `kmem` wires a consolidator to its caches
 //! (`Cache::set_move`, `ObjectCache::set_move`); see its `move` example for
-//! a hash table whose nodes move. This crate's tests drive a consolidator
-//! over a bare keg.
+//! a hash table whose nodes move. Standalone, over a bare keg:
+//!
+//! ```
+//! use std::collections::HashSet;
+//! use std::ptr::NonNull;
+//! use std::sync::{Arc, Mutex};
+//!
+//! use kmem_move::{Client, Consolidator, Move, SCAN_INTERVAL};
+//! use kmem_slab::Keg;
+//!
+//! /// A keg of plain 64-byte records: no constructor, no magazines.
+//! struct Records(Keg);
+//!
+//! impl Client for Records {
+//!     type Source = kmem_sys::OsPages;
+//!     type Meta = allocator_api2::alloc::Global;
+//!     fn name(&self) -> &'static str { "records" }
+//!     fn keg(&self) -> &Keg { &self.0 }
+//!     fn construct(&self, _: NonNull<u8>) -> bool { true }
+//!     fn destroy(&self, _: NonNull<u8>) {}
+//!     fn hunt(&self, _: NonNull<u8>) -> bool { false }
+//! }
+//!
+//! let keg = Keg::builder("records", 64, 8).build()?;
+//! // 1000 records, 9 in 10 freed: many sparse slabs.
+//! let all: Vec<_> = (0..1000).map(|_| keg.alloc()).collect::<Result<_, _>>()?;
+//! let live: Arc<Mutex<HashSet<usize>>> = Arc::default();
+//! for (i, p) in all.into_iter().enumerate() {
+//!     if i % 10 == 0 {
+//!         live.lock().unwrap().insert(p.as_ptr() as usize);
+//!     } else {
+//!         // SAFETY: a buffer of this keg, freed once.
+//!         unsafe { keg.free(p)? };
+//!     }
+//! }
+//! let l = live.clone();
+//! let cons = Consolidator::spawn(
+//!     Records(keg),
+//!     move |old, new, size| {
+//!         let mut live = l.lock().unwrap();
+//!         if !live.remove(&(old.as_ptr() as usize)) {
+//!             return Move::DontKnow; // not one of ours
+//!         }
+//!         // SAFETY: a live record (we hold the lock that guards it) and a
+//!         // fresh buffer, both `size` bytes.
+//!         unsafe { core::ptr::copy_nonoverlapping(old.as_ptr(), new.as_ptr(), size) };
+//!         live.insert(new.as_ptr() as usize);
+//!         Move::Yes
+//!     },
+//!     SCAN_INTERVAL,
+//! )?;
+//! let d = cons.defragment();
+//! assert!(d.partial_after < d.partial_before);
+//! assert!(cons.stats().yes > 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod client;
 mod consolidator;
