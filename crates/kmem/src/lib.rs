@@ -69,6 +69,7 @@ mod cache;
 pub mod error;
 mod fill;
 mod global;
+mod home;
 mod large;
 mod meta;
 mod object;
