@@ -343,6 +343,14 @@ pub(crate) fn reap_classes(purge: bool) -> usize {
         .sum()
 }
 
+/// Ends every class depot's working-set interval now (`kmem_update` on the
+/// reaper's timer).
+pub(crate) fn update_classes() {
+    if let Some(depots) = DEPOTS.get() {
+        depots.iter().for_each(ClassDepot::update_now);
+    }
+}
+
 /// A statistics row per class that has been used.
 pub(crate) fn class_stats() -> Vec<CacheStats> {
     let Some(depots) = DEPOTS.get() else {

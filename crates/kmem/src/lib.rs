@@ -44,7 +44,7 @@
 //! | `KM_SLEEP` / `M_WAITOK`         | [`Cache::alloc_wait`] with an optional timeout |
 //! | `KM_NOSLEEP` returning `NULL`   | `Result<_, KmemError>` |
 //! | kernel heap arena               | one `mmap(PROT_NONE, MAP_NORESERVE)` reservation of up to 256 GiB |
-//! | `kmem_reap` thread              | [`stats::reap_all`], [`Kmem::reap`]; call it from your own timer |
+//! | `kmem_update` / `kmem_reap` timeouts | [`reaper::start`] or [`Kmem::with_reaper`]: a thread reaping every cache each interval; or [`stats::reap_all`], [`Kmem::reap`] from your own timer |
 //! | bookkeeping in kmem's own caches| [`Meta`], a small heap on `mmap` that never calls the global allocator |
 //!
 //! # Locking
@@ -74,6 +74,7 @@ mod large;
 mod meta;
 mod object;
 pub mod page;
+pub mod reaper;
 pub mod sizes;
 pub mod stats;
 
