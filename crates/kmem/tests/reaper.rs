@@ -24,7 +24,14 @@ fn burst() {
     .unwrap();
 }
 
+/// One test, in order: a reaper started by the second part would otherwise
+/// reap the first part's burst.
 #[test]
+fn reapers() {
+    resident_size_drops_after_a_burst_without_a_manual_reap();
+    a_started_reaper_ticks_and_stops_on_drop();
+}
+
 fn resident_size_drops_after_a_burst_without_a_manual_reap() {
     let base = resident_bytes().unwrap();
     burst();
@@ -51,7 +58,6 @@ fn resident_size_drops_after_a_burst_without_a_manual_reap() {
     );
 }
 
-#[test]
 fn a_started_reaper_ticks_and_stops_on_drop() {
     let reaper = kmem::reaper::start(Duration::from_millis(5));
     assert_eq!(reaper.interval(), Duration::from_millis(5));
