@@ -27,7 +27,8 @@ use crate::stats::CacheStats;
 /// zero-filled pages, so [`alloc_zeroed`](GlobalAlloc::alloc_zeroed) writes
 /// nothing for them (only a block reused from the small cache of recently
 /// freed large blocks is cleared). [`realloc`](GlobalAlloc::realloc) keeps the block when
-/// the new size falls in the same class (or the same number of pages).
+/// the new size falls in the same class (or the same large block size: a
+/// quarter-power-of-two step of pages).
 ///
 /// All `Kmem` values share one process-wide state, created on first use.
 /// Its metadata comes from the page layer's own heap, never from the global
@@ -167,7 +168,7 @@ unsafe impl GlobalAlloc for Kmem {
             class_for(new, layout.align()),
         ) {
             (Some(a), Some(b)) => a == b,
-            (None, None) => kmem_sys::round_to_pages(old) == kmem_sys::round_to_pages(new),
+            (None, None) => crate::large::block_size(old) == crate::large::block_size(new),
             _ => false,
         };
         if same {
