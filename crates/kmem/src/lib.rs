@@ -33,8 +33,12 @@
 //!   FIFO of recently freed blocks (at most 32 blocks, 64 MiB), flushed by
 //!   every reap, so a big buffer freed and re-allocated skips the discard
 //!   and the page faults.
+//! * Size classes whose buffers share cache lines free another thread's
+//!   buffer into a per-thread remote magazine pair that only feeds the
+//!   depot (`home`: a byte per 64-byte line names the thread that owns
+//!   it), so no thread reuses a line another thread writes.
 //! * [`stats`] prints `::kmastat`-style rows; [`stats::reap_all`] is
-//!   `kmem_reap`.
+//!   `kmem_reap`; [`reaper`] runs it on the seed's 15 s timer.
 //!
 //! # Kernel shapes in user space
 //!
