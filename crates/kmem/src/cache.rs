@@ -226,6 +226,14 @@ impl Cache {
         Ok(())
     }
 
+    /// Ends the depot's working-set interval now (`kmem_cache_update` on
+    /// the [`reaper`](crate::reaper)'s timer).
+    pub(crate) fn update_now(&self) {
+        if let Some(m) = &self.core.mags {
+            m.update_now();
+        }
+    }
+
     /// Gives memory back (`kmem_cache_reap`): runs the reclaim callback,
     /// releases depot magazines beyond the working set, and returns empty
     /// slabs to the page layer. Returns the number of slabs freed.

@@ -2,6 +2,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
+use core::time::Duration;
 
 use crate::alloc::{alloc_aligned, class_free, owner_class, reap_classes};
 use crate::sizes::class_for;
@@ -26,18 +27,54 @@ use crate::stats::CacheStats;
 /// zero-filled pages, so [`alloc_zeroed`](GlobalAlloc::alloc_zeroed) writes
 /// nothing for them (only a block reused from the small cache of recently
 /// freed large blocks is cleared). [`realloc`](GlobalAlloc::realloc) keeps the block when
-/// the new size falls in the same class (or the same number of pages).
+/// the new size falls in the same class (or the same large block size: a
+/// quarter-power-of-two step of pages).
 ///
 /// All `Kmem` values share one process-wide state, created on first use.
 /// Its metadata comes from the page layer's own heap, never from the global
 /// allocator, so it can sit under `#[global_allocator]`.
+///
+/// Memory goes back to the OS when the caches are reaped: by [`reap`](Self::reap),
+/// [`stats::reap_all`](crate::stats::reap_all), a [`reaper`](crate::reaper)
+/// you start, or the one [`with_reaper`](Self::with_reaper) starts itself.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Kmem;
+pub struct Kmem {
+    /// Interval of the process-wide reaper to start on first use, if any.
+    reap_interval: Option<Duration>,
+}
 
 impl Kmem {
-    /// The allocator handle (usable in a `static`).
+    /// The allocator handle (usable in a `static`), with no reaper: caches
+    /// are reaped only when asked.
     pub const fn new() -> Self {
-        Kmem
+        Kmem {
+            reap_interval: None,
+        }
+    }
+
+    /// The allocator handle with a background reaper that updates the
+    /// working sets and reaps every cache each `interval`
+    /// ([`reaper::REAP_INTERVAL`](crate::reaper::REAP_INTERVAL), 15 s, is
+    /// the seed's `kmem_reap_interval`), started by the first allocation.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// #[global_allocator]
+    /// static A: kmem::Kmem = kmem::Kmem::with_reaper(kmem::reaper::REAP_INTERVAL);
+    ///
+    /// fn main() {
+    ///     let burst: Vec<Box<[u8; 100]>> = (0..100_000).map(|_| Box::new([1; 100])).collect();
+    ///     drop(burst);
+    ///     // Two intervals later the burst's memory is back with the OS.
+    ///     std::thread::sleep(2 * kmem::reaper::REAP_INTERVAL + Duration::from_secs(1));
+    ///     assert!(kmem::reaper::global_ticks() >= 2);
+    /// }
+    /// ```
+    pub const fn with_reaper(interval: Duration) -> Self {
+        Kmem {
+            reap_interval: Some(interval),
+        }
     }
 
     /// Statistics rows for every size class in use and every live
@@ -82,6 +119,9 @@ fn die(what: &str, ptr: *mut u8, layout: Layout) -> ! {
 unsafe impl GlobalAlloc for Kmem {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some(interval) = self.reap_interval {
+            crate::reaper::ensure_global(interval);
+        }
         match alloc_aligned(layout.size().max(1), layout.align()) {
             Some(p) => p.as_ptr(),
             None => ptr::null_mut(),
@@ -128,7 +168,7 @@ unsafe impl GlobalAlloc for Kmem {
             class_for(new, layout.align()),
         ) {
             (Some(a), Some(b)) => a == b,
-            (None, None) => kmem_sys::round_to_pages(old) == kmem_sys::round_to_pages(new),
+            (None, None) => crate::large::block_size(old) == crate::large::block_size(new),
             _ => false,
         };
         if same {

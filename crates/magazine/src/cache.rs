@@ -321,6 +321,11 @@ impl<B: Backend, A: Allocator + Clone> Magazines<B, A> {
         self.depot().update();
     }
 
+    /// Ends a working-set interval now ([`Depot::update_now`]).
+    pub fn update_now(&self) {
+        self.depot().update_now();
+    }
+
     /// Releases depot magazines beyond the working set (`kmem_cache_reap`).
     pub fn reap(&self) {
         self.depot().reap();
