@@ -4,7 +4,9 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 use core::time::Duration;
 
-use crate::alloc::{alloc_aligned, class_free, owner_class, reap_classes};
+use crate::alloc::{
+    alloc_aligned, class_alloc_hit, class_free, class_free_hit, owner_class, reap_classes,
+};
 use crate::sizes::class_for;
 use crate::stats::CacheStats;
 
@@ -98,6 +100,43 @@ impl Kmem {
     }
 }
 
+impl Kmem {
+    /// Everything [`GlobalAlloc::alloc`] does past a magazine hit: starting
+    /// the reaper (a thread's first allocation always gets here, since its
+    /// magazines start empty), refilling magazines, and page-layer blocks.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
+        if let Some(interval) = self.reap_interval {
+            crate::reaper::ensure_global(interval);
+        }
+        match alloc_aligned(layout.size().max(1), layout.align()) {
+            Some(p) => p.as_ptr(),
+            None => ptr::null_mut(),
+        }
+    }
+}
+
+/// Everything [`GlobalAlloc::dealloc`] does past a magazine hit: full
+/// magazines, page-layer blocks, and contract violations (which abort).
+#[cold]
+#[inline(never)]
+fn dealloc_slow(ptr: *mut u8, layout: Layout) {
+    let Some(p) = NonNull::new(ptr) else { return };
+    let size = layout.size().max(1);
+    match (class_for(size, layout.align()), owner_class(p)) {
+        (Some(c), Some(Some(o))) if c == o => class_free(c, p),
+        (None, Some(None)) => {
+            // SAFETY: a page-layer block of this size; the caller is done with it.
+            if unsafe { crate::large::free(p, size) }.is_err() {
+                die("bad free of a page-layer block", ptr, layout);
+            }
+        }
+        (_, None) => die("pointer not allocated by kmem", ptr, layout),
+        _ => die("layout does not match the allocation", ptr, layout),
+    }
+}
+
 /// Reports a broken `dealloc` contract and aborts: a global allocator must
 /// not unwind, and going on would corrupt the heap.
 #[cold]
@@ -117,32 +156,31 @@ fn die(what: &str, ptr: *mut u8, layout: Layout) -> ! {
 // classes whose natural alignment suffices; the page layer aligns
 // explicitly), and stay valid until dealloc.
 unsafe impl GlobalAlloc for Kmem {
+    /// The fast path is a class lookup (one table load) and a round of this
+    /// thread's loaded magazine for the class; the rest is out of line.
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if let Some(interval) = self.reap_interval {
-            crate::reaper::ensure_global(interval);
+        if let Some(c) = class_for(layout.size(), layout.align())
+            && let Some(p) = class_alloc_hit(c)
+        {
+            return p.as_ptr();
         }
-        match alloc_aligned(layout.size().max(1), layout.align()) {
-            Some(p) => p.as_ptr(),
-            None => ptr::null_mut(),
-        }
+        self.alloc_slow(layout)
     }
 
+    /// The fast path checks the layout against the page map's owner tag
+    /// (the layout's class must be the block's class) and puts the block in
+    /// this thread's loaded magazine; the rest is out of line.
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let Some(p) = NonNull::new(ptr) else { return };
-        let size = layout.size().max(1);
-        match (class_for(size, layout.align()), owner_class(p)) {
-            (Some(c), Some(Some(o))) if c == o => class_free(c, p),
-            (None, Some(None)) => {
-                // SAFETY: a page-layer block of this size; the caller is done with it.
-                if unsafe { crate::large::free(p, size) }.is_err() {
-                    die("bad free of a page-layer block", ptr, layout);
-                }
-            }
-            (_, None) => die("pointer not allocated by kmem", ptr, layout),
-            _ => die("layout does not match the allocation", ptr, layout),
+        if let Some(c) = class_for(layout.size(), layout.align())
+            && let Some(p) = NonNull::new(ptr)
+            && owner_class(p) == Some(Some(c))
+            && class_free_hit(c, p)
+        {
+            return;
         }
+        dealloc_slow(ptr, layout)
     }
 
     #[inline]

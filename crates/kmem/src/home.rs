@@ -47,10 +47,26 @@ pub(crate) const LINE_CLASSES: usize = {
     n
 };
 
-/// Whether buffers of class `c` can share a cache line with a neighbour.
+/// Bit `c` is set when buffers of class `c` can share a cache line with a
+/// neighbour (the class size is not a multiple of the line).
+const SHARING: u64 = {
+    assert!(NUM_CLASSES <= 64, "one bit per class");
+    let mut mask = 0;
+    let mut c = 0;
+    while c < LINE_CLASSES {
+        if !CLASS_SIZES[c].is_multiple_of(1 << LINE_SHIFT) {
+            mask |= 1 << c;
+        }
+        c += 1;
+    }
+    mask
+};
+
+/// Whether buffers of class `c` can share a cache line with a neighbour
+/// (one shift and test: this is on every free).
 #[inline(always)]
 pub(crate) fn shares_lines(c: usize) -> bool {
-    c < LINE_CLASSES && CLASS_SIZES[c] & ((1 << LINE_SHIFT) - 1) != 0
+    c < 64 && SHARING & (1 << c) != 0
 }
 
 static RESERVATION: OnceLock<Option<Reservation>> = OnceLock::new();
