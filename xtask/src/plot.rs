@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::collect::Row;
-use crate::report::{higher_is_better, is_ours, ratios};
+use crate::report::{higher_is_better, is_ours, ratios, suites};
 use draw::{Axes, draw_bars, draw_curve};
 
 /// One SVG written, for the report to link.
@@ -49,9 +49,7 @@ pub type Series = BTreeMap<String, Vec<(f64, f64)>>;
 pub fn write_all(out: &Path, rows: &[Row]) -> Result<Vec<Plot>, String> {
     remove_old_svgs(out)?;
     let mut plots = Vec::new();
-    let mut suites: Vec<&str> = rows.iter().map(|r| r.suite.as_str()).collect();
-    suites.dedup();
-    for suite in suites {
+    for suite in suites(rows) {
         let bars = ratio_bars(rows, suite);
         if bars.is_empty() {
             continue;
@@ -269,12 +267,15 @@ mod tests {
         let rows = vec![
             row("vmem", "random N=10", "kmem-vmem", "time", 20.0, "ns"),
             row("vmem", "random N=1000", "kmem-vmem", "time", 40.0, "ns"),
+            row("sys", "page", "kmem-sys", "time", 5.0, "ns"),
+            row("sys", "page", "system", "time", 6.0, "ns"),
+            // The same suite again after another one: still one plot.
             row("vmem", "random N=10", "vmem", "time", 30.0, "ns"),
             row("vmem", "random N=1000", "vmem", "time", 90.0, "ns"),
         ];
         let plots = write_all(&dir, &rows).unwrap();
         let files: Vec<&str> = plots.iter().map(|p| p.file.as_str()).collect();
-        assert_eq!(files, ["ratio-vmem.svg", "vmem-curve.svg"]);
+        assert_eq!(files, ["ratio-vmem.svg", "ratio-sys.svg", "vmem-curve.svg"]);
         assert!(!dir.join("stale.svg").exists());
         let svg = std::fs::read_to_string(dir.join("ratio-vmem.svg")).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);

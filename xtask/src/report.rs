@@ -48,6 +48,18 @@ pub fn is_ours(subject: &str) -> bool {
     subject.starts_with("kmem")
 }
 
+/// The suites of `rows` in first-seen order, each once: criterion rows and
+/// recorded rows of one suite need not be adjacent.
+pub fn suites(rows: &[Row]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for r in rows {
+        if !out.contains(&r.suite.as_str()) {
+            out.push(&r.suite);
+        }
+    }
+    out
+}
+
 /// Time, bytes and percentages are better low; rates (`…/s`) better high.
 pub fn higher_is_better(row: &Row) -> bool {
     row.unit.ends_with("/s")
@@ -143,9 +155,7 @@ fn markdown(rows: &[Row], plots: &[Plot], machine: &Machine, quick: bool) -> Str
             let _ = writeln!(md, "![{}]({})\n", p.title, p.file);
         }
     }
-    let mut suites: Vec<&str> = rows.iter().map(|r| r.suite.as_str()).collect();
-    suites.dedup();
-    for suite in suites {
+    for suite in suites(rows) {
         let _ = writeln!(md, "## {suite}\n");
         if suite == WORKLOADS {
             md.push_str(&versus_table(rows, suite));

@@ -6,15 +6,24 @@
 //! front end is one thread-local struct holding a loaded/previous magazine
 //! pair per class (`kmem_magazine::MagazinePair`): a hit is a thread-local
 //! access, a class lookup and a pop — no lock, no atomic. A thread's
-//! magazines go to the depots when it exits; an allocation made after its
-//! thread-locals are gone (in another thread-local's destructor) goes to the
-//! keg directly. Nothing here calls the global allocator: kegs, depots and
+//! magazines go to the depots when it exits (a thread-local destructor
+//! armed by its first slow path); an allocation made after that, in another
+//! thread-local's destructor, goes to the keg directly. The magazines
+//! themselves live in a thread-local without a destructor, so the fast
+//! path reaches them with no state check. Nothing here calls the global allocator: kegs, depots and
 //! magazines keep their metadata in [`Meta`].
+//!
+//! Classes whose buffers can share a cache line also have a *remote* pair
+//! per thread: a buffer whose line belongs to another thread (see
+//! [`crate::home`]) is freed there, and its full magazines go to the depot
+//! rather than back to this thread's allocations, so a thread never reuses
+//! a buffer in a line that another thread is writing.
 //!
 //! Requests above [`MAX_CACHED`](crate::sizes::MAX_CACHED), or aligned more
 //! than any class provides, go to the page layer (owner tag 0).
 
 use core::cell::UnsafeCell;
+use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 use std::sync::OnceLock;
 
@@ -24,6 +33,7 @@ use kmem_slab::Keg;
 use crate::Meta;
 use crate::error::KmemError;
 use crate::fill::{Buf, CacheKeg, Fill, Pages};
+use crate::home::{self, LINE_CLASSES, shares_lines};
 use crate::page::{NO_OWNER, PageLayer};
 use crate::sizes::{CLASS_NAMES, CLASS_SIZES, NUM_CLASSES, class_align, class_for};
 use crate::stats::CacheStats;
@@ -43,6 +53,9 @@ fn owner(c: usize) -> u32 {
 fn init() -> &'static [ClassDepot; NUM_CLASSES] {
     DEPOTS.get_or_init(|| {
         let layer = PageLayer::global();
+        if let Some((base, size)) = crate::page::global_span() {
+            home::init(base, size);
+        }
         let kegs = KEGS.get_or_init(|| {
             core::array::from_fn(|c| {
                 Keg::builder(CLASS_NAMES[c], CLASS_SIZES[c], class_align(c))
@@ -82,73 +95,164 @@ fn depots() -> &'static [ClassDepot; NUM_CLASSES] {
     }
 }
 
-/// One thread's magazines, a pair per class.
+/// One thread's magazines: a pair per class for its own buffers, a pair per
+/// line-sharing class for buffers whose cache line is another thread's (see
+/// [`crate::home`]), and the tag its lines carry (0 until it allocates).
 struct ThreadCache {
     pairs: [MagazinePair<Buf>; NUM_CLASSES],
+    remote: [MagazinePair<Buf>; LINE_CLASSES],
+    tag: u8,
+    /// [`FRESH`], [`ARMED`] or [`GONE`].
+    state: u8,
 }
 
-impl Drop for ThreadCache {
-    fn drop(&mut self) {
-        if let Some(depots) = DEPOTS.get() {
-            for (pair, depot) in self.pairs.iter_mut().zip(depots) {
-                pair.flush(depot);
-            }
+impl ThreadCache {
+    /// The pair a free of `p` (class `c`) goes to.
+    #[inline(always)]
+    fn free_pair(&mut self, c: usize, p: NonNull<u8>) -> &mut MagazinePair<Buf> {
+        if shares_lines(c) && !home::is_home(p.as_ptr() as usize, self.tag) {
+            &mut self.remote[c]
+        } else {
+            &mut self.pairs[c]
+        }
+    }
+
+    fn flush(&mut self, depots: &[ClassDepot; NUM_CLASSES]) {
+        for (pair, depot) in self.pairs.iter_mut().zip(depots) {
+            pair.flush(depot);
+        }
+        for (pair, depot) in self.remote.iter_mut().zip(depots) {
+            pair.flush(depot);
         }
     }
 }
 
+/// [`ThreadCache::state`]: no exit hook yet, hook armed, flushed at exit.
+const FRESH: u8 = 0;
+const ARMED: u8 = 1;
+const GONE: u8 = 2;
+
 thread_local! {
-    static THREAD: UnsafeCell<ThreadCache> = const {
-        UnsafeCell::new(ThreadCache { pairs: [const { MagazinePair::new() }; NUM_CLASSES] })
+    /// This thread's magazines. It has no destructor, so reaching it is a
+    /// bare thread-local address (no state check on the fast path) and it
+    /// stays reachable while other thread-locals are destroyed.
+    /// (`ManuallyDrop` because a `MagazinePair` has a drop check of its
+    /// own; [`ExitHook`] flushes the pairs instead.)
+    static THREAD: UnsafeCell<ManuallyDrop<ThreadCache>> = const {
+        UnsafeCell::new(ManuallyDrop::new(ThreadCache {
+            pairs: [const { MagazinePair::new() }; NUM_CLASSES],
+            remote: [const { MagazinePair::new() }; LINE_CLASSES],
+            tag: 0,
+            state: FRESH,
+        }))
     };
+    /// Flushes [`THREAD`] to the depots when the thread exits. Touched
+    /// first by a slow path, which is what registers its destructor.
+    static EXIT_HOOK: ExitHook = const { ExitHook };
 }
 
-/// Runs `f` on this thread's magazine pair for class `c`; `None` once the
-/// thread's thread-locals are gone.
+struct ExitHook;
+
+impl Drop for ExitHook {
+    fn drop(&mut self) {
+        with_thread(|t| {
+            if let Some(depots) = DEPOTS.get() {
+                t.flush(depots);
+            }
+            t.state = GONE;
+        });
+    }
+}
+
+/// Runs `f` on this thread's cache.
 #[inline(always)]
-fn with_pair<R>(c: usize, f: impl FnOnce(&mut MagazinePair<Buf>) -> R) -> Option<R> {
-    THREAD
-        .try_with(|t| {
-            // SAFETY: only this thread reaches its cache, and `f` never
-            // re-enters the allocator: magazine hits call nothing, and the
-            // depot, keg and page layer under a pair never allocate through
-            // the global allocator.
-            f(unsafe { &mut (*t.get()).pairs[c] })
-        })
-        .ok()
+fn with_thread<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
+    THREAD.with(|t| {
+        // SAFETY: only this thread reaches its cache, and `f` never
+        // re-enters the allocator: magazine hits call nothing, and the
+        // depot, keg and page layer under a pair never allocate through
+        // the global allocator.
+        f(unsafe { &mut *t.get() })
+    })
+}
+
+/// Runs `f` on this thread's cache if it may still take magazines from a
+/// depot (arming the exit hook first), or returns `None` once the thread
+/// has been flushed at exit: the caller then goes to the keg.
+#[inline]
+fn with_live_thread<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
+    with_thread(|t| {
+        if t.state == FRESH {
+            // Registering the hook's destructor fails only if this thread's
+            // thread-locals are already being destroyed.
+            t.state = if EXIT_HOOK.try_with(|_| ()).is_ok() {
+                ARMED
+            } else {
+                GONE
+            };
+        }
+        (t.state == ARMED).then(|| f(t))
+    })
 }
 
 /// Allocates one buffer of class `c`.
 #[inline]
 pub(crate) fn class_alloc(c: usize) -> Option<NonNull<u8>> {
-    match with_pair(c, MagazinePair::alloc_hit) {
-        Some(Some(Buf(p))) => Some(p),
-        _ => class_alloc_slow(c),
-    }
+    class_alloc_hit(c).or_else(|| class_alloc_slow(c))
+}
+
+/// A buffer of class `c` from this thread's loaded magazine, or `None`
+/// without trying anything slower.
+#[inline(always)]
+pub(crate) fn class_alloc_hit(c: usize) -> Option<NonNull<u8>> {
+    with_thread(|t| t.pairs[c].alloc_hit()).map(|Buf(p)| p)
 }
 
 #[cold]
 fn class_alloc_slow(c: usize) -> Option<NonNull<u8>> {
     let depot = &depots()[c];
-    match with_pair(c, |pair| pair.alloc(depot)) {
+    let got = with_live_thread(|t| {
+        let b = t.pairs[c].alloc(depot);
+        if shares_lines(c) {
+            // The magazine just loaded (from the depot or the keg) and the
+            // buffer handed out make their lines this thread's.
+            if t.tag == 0 {
+                t.tag = home::new_tag();
+            }
+            let tag = t.tag;
+            b.iter()
+                .chain(t.pairs[c].loaded_rounds())
+                .for_each(|Buf(p)| home::stamp(p.as_ptr() as usize, tag));
+        }
+        b
+    });
+    match got {
         Some(b) => b.map(|Buf(p)| p),
-        // Thread-locals already destroyed: straight to the keg.
+        // This thread's magazines were flushed at exit: straight to the keg.
         None => depot.backend().keg.alloc().ok(),
     }
 }
 
-/// Frees one buffer of class `c`.
+/// Frees one buffer of class `c`: into this thread's pair if its line is
+/// this thread's, else into the remote pair.
 #[inline]
 pub(crate) fn class_free(c: usize, p: NonNull<u8>) {
-    if with_pair(c, |pair| pair.free_hit(Buf(p))) != Some(Ok(())) {
+    if !class_free_hit(c, p) {
         class_free_slow(c, p);
     }
+}
+
+/// Puts `p` (class `c`) in this thread's loaded magazine if it has room;
+/// `false` if it did nothing.
+#[inline(always)]
+pub(crate) fn class_free_hit(c: usize, p: NonNull<u8>) -> bool {
+    with_thread(|t| t.free_pair(c, p).free_hit(Buf(p))).is_ok()
 }
 
 #[cold]
 fn class_free_slow(c: usize, p: NonNull<u8>) {
     let depot = &depots()[c];
-    if with_pair(c, |pair| pair.free(depot, Buf(p))).is_none() {
+    if with_live_thread(|t| t.free_pair(c, p).free(depot, Buf(p))).is_none() {
         // SAFETY: `p` is a buffer of this class's keg, no longer used.
         let r = unsafe { depot.backend().keg.free(p) };
         debug_assert!(r.is_ok(), "{r:?}");
@@ -274,9 +378,7 @@ pub(crate) fn reap_classes(purge: bool) -> usize {
     crate::large::flush();
     let Some(depots) = DEPOTS.get() else { return 0 };
     if purge {
-        for (c, depot) in depots.iter().enumerate() {
-            with_pair(c, |pair| pair.flush(depot));
-        }
+        with_thread(|t| t.flush(depots));
     }
     depots
         .iter()
@@ -292,6 +394,14 @@ pub(crate) fn reap_classes(purge: bool) -> usize {
         .sum()
 }
 
+/// Ends every class depot's working-set interval now (`kmem_update` on the
+/// reaper's timer).
+pub(crate) fn update_classes() {
+    if let Some(depots) = DEPOTS.get() {
+        depots.iter().for_each(ClassDepot::update_now);
+    }
+}
+
 /// A statistics row per class that has been used.
 pub(crate) fn class_stats() -> Vec<CacheStats> {
     let Some(depots) = DEPOTS.get() else {
@@ -305,10 +415,17 @@ pub(crate) fn class_stats() -> Vec<CacheStats> {
             let mut m = d.stats();
             // Other threads' counts arrive when they visit the depot; the
             // calling thread's are added here.
-            if let Some((counts, cached)) = with_pair(c, |p| (p.counts(), p.cached())) {
-                m.counts.add(&counts);
-                m.cached += cached;
-            }
+            let (counts, cached) = with_thread(|t| {
+                let remote = t.remote.get(c);
+                let mut counts = t.pairs[c].counts();
+                remote.inspect(|r| counts.add(&r.counts()));
+                (
+                    counts,
+                    t.pairs[c].cached() + remote.map_or(0, |r| r.cached()),
+                )
+            });
+            m.counts.add(&counts);
+            m.cached += cached;
             (k.slab_creates > 0)
                 .then(|| CacheStats::from_parts(k.name, &k, Some(&m), k.alloc_fails))
         })

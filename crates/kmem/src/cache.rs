@@ -150,6 +150,21 @@ impl Cache {
     /// constructor refused, [`KmemError::OutOfMemory`] otherwise.
     #[inline]
     pub fn alloc(&self) -> Result<NonNull<u8>, KmemError> {
+        // The fast path: a round of this thread's loaded magazine, for a
+        // cache without per-call constructors.
+        let c = &*self.core;
+        if c.per_alloc.is_none()
+            && let Some(m) = &c.mags
+            && let Some(Buf(p)) = m.alloc_hit()
+        {
+            return Ok(p);
+        }
+        self.alloc_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self) -> Result<NonNull<u8>, KmemError> {
         let c = &*self.core;
         let p = match &c.mags {
             Some(m) => match m.alloc() {
@@ -212,6 +227,28 @@ impl Cache {
         {
             return Err(c.bad_free(ptr, "not a buffer of this cache"));
         }
+        // The fast path: room in this thread's loaded magazine, for a cache
+        // without per-call destructors.
+        if c.per_alloc.is_none()
+            && let Some(m) = &c.mags
+            && m.free_hit(Buf(ptr)).is_ok()
+        {
+            return Ok(());
+        }
+        // SAFETY: forwarding the caller's promise; the owner was checked.
+        unsafe { self.free_slow(ptr) }
+    }
+
+    /// [`free`](Self::free) past a full magazine, or for caches with
+    /// per-call destructors or without magazines.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slow(&self, ptr: NonNull<u8>) -> Result<(), KmemError> {
+        let c = &*self.core;
         if let Some((_, dtor)) = &c.per_alloc {
             dtor(ptr);
         }
@@ -226,6 +263,14 @@ impl Cache {
             }
         }
         Ok(())
+    }
+
+    /// Ends the depot's working-set interval now (`kmem_cache_update` on
+    /// the [`reaper`](crate::reaper)'s timer).
+    pub(crate) fn update_now(&self) {
+        if let Some(m) = &self.core.mags {
+            m.update_now();
+        }
     }
 
     /// Gives memory back (`kmem_cache_reap`): runs the reclaim callback,

@@ -2,8 +2,11 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
+use core::time::Duration;
 
-use crate::alloc::{alloc_aligned, class_free, owner_class, reap_classes};
+use crate::alloc::{
+    alloc_aligned, class_alloc_hit, class_free, class_free_hit, owner_class, reap_classes,
+};
 use crate::sizes::class_for;
 use crate::stats::CacheStats;
 
@@ -26,18 +29,54 @@ use crate::stats::CacheStats;
 /// zero-filled pages, so [`alloc_zeroed`](GlobalAlloc::alloc_zeroed) writes
 /// nothing for them (only a block reused from the small cache of recently
 /// freed large blocks is cleared). [`realloc`](GlobalAlloc::realloc) keeps the block when
-/// the new size falls in the same class (or the same number of pages).
+/// the new size falls in the same class (or the same large block size: a
+/// quarter-power-of-two step of pages).
 ///
 /// All `Kmem` values share one process-wide state, created on first use.
 /// Its metadata comes from the page layer's own heap, never from the global
 /// allocator, so it can sit under `#[global_allocator]`.
+///
+/// Memory goes back to the OS when the caches are reaped: by [`reap`](Self::reap),
+/// [`stats::reap_all`](crate::stats::reap_all), a [`reaper`](crate::reaper)
+/// you start, or the one [`with_reaper`](Self::with_reaper) starts itself.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Kmem;
+pub struct Kmem {
+    /// Interval of the process-wide reaper to start on first use, if any.
+    reap_interval: Option<Duration>,
+}
 
 impl Kmem {
-    /// The allocator handle (usable in a `static`).
+    /// The allocator handle (usable in a `static`), with no reaper: caches
+    /// are reaped only when asked.
     pub const fn new() -> Self {
-        Kmem
+        Kmem {
+            reap_interval: None,
+        }
+    }
+
+    /// The allocator handle with a background reaper that updates the
+    /// working sets and reaps every cache each `interval`
+    /// ([`reaper::REAP_INTERVAL`](crate::reaper::REAP_INTERVAL), 15 s, is
+    /// the seed's `kmem_reap_interval`), started by the first allocation.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// #[global_allocator]
+    /// static A: kmem::Kmem = kmem::Kmem::with_reaper(kmem::reaper::REAP_INTERVAL);
+    ///
+    /// fn main() {
+    ///     let burst: Vec<Box<[u8; 100]>> = (0..100_000).map(|_| Box::new([1; 100])).collect();
+    ///     drop(burst);
+    ///     // Two intervals later the burst's memory is back with the OS.
+    ///     std::thread::sleep(2 * kmem::reaper::REAP_INTERVAL + Duration::from_secs(1));
+    ///     assert!(kmem::reaper::global_ticks() >= 2);
+    /// }
+    /// ```
+    pub const fn with_reaper(interval: Duration) -> Self {
+        Kmem {
+            reap_interval: Some(interval),
+        }
     }
 
     /// Statistics rows for every size class in use and every live
@@ -61,6 +100,43 @@ impl Kmem {
     }
 }
 
+impl Kmem {
+    /// Everything [`GlobalAlloc::alloc`] does past a magazine hit: starting
+    /// the reaper (a thread's first allocation always gets here, since its
+    /// magazines start empty), refilling magazines, and page-layer blocks.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
+        if let Some(interval) = self.reap_interval {
+            crate::reaper::ensure_global(interval);
+        }
+        match alloc_aligned(layout.size().max(1), layout.align()) {
+            Some(p) => p.as_ptr(),
+            None => ptr::null_mut(),
+        }
+    }
+}
+
+/// Everything [`GlobalAlloc::dealloc`] does past a magazine hit: full
+/// magazines, page-layer blocks, and contract violations (which abort).
+#[cold]
+#[inline(never)]
+fn dealloc_slow(ptr: *mut u8, layout: Layout) {
+    let Some(p) = NonNull::new(ptr) else { return };
+    let size = layout.size().max(1);
+    match (class_for(size, layout.align()), owner_class(p)) {
+        (Some(c), Some(Some(o))) if c == o => class_free(c, p),
+        (None, Some(None)) => {
+            // SAFETY: a page-layer block of this size; the caller is done with it.
+            if unsafe { crate::large::free(p, size) }.is_err() {
+                die("bad free of a page-layer block", ptr, layout);
+            }
+        }
+        (_, None) => die("pointer not allocated by kmem", ptr, layout),
+        _ => die("layout does not match the allocation", ptr, layout),
+    }
+}
+
 /// Reports a broken `dealloc` contract and aborts: a global allocator must
 /// not unwind, and going on would corrupt the heap.
 #[cold]
@@ -80,29 +156,31 @@ fn die(what: &str, ptr: *mut u8, layout: Layout) -> ! {
 // classes whose natural alignment suffices; the page layer aligns
 // explicitly), and stay valid until dealloc.
 unsafe impl GlobalAlloc for Kmem {
+    /// The fast path is a class lookup (one table load) and a round of this
+    /// thread's loaded magazine for the class; the rest is out of line.
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match alloc_aligned(layout.size().max(1), layout.align()) {
-            Some(p) => p.as_ptr(),
-            None => ptr::null_mut(),
+        if let Some(c) = class_for(layout.size(), layout.align())
+            && let Some(p) = class_alloc_hit(c)
+        {
+            return p.as_ptr();
         }
+        self.alloc_slow(layout)
     }
 
+    /// The fast path checks the layout against the page map's owner tag
+    /// (the layout's class must be the block's class) and puts the block in
+    /// this thread's loaded magazine; the rest is out of line.
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let Some(p) = NonNull::new(ptr) else { return };
-        let size = layout.size().max(1);
-        match (class_for(size, layout.align()), owner_class(p)) {
-            (Some(c), Some(Some(o))) if c == o => class_free(c, p),
-            (None, Some(None)) => {
-                // SAFETY: a page-layer block of this size; the caller is done with it.
-                if unsafe { crate::large::free(p, size) }.is_err() {
-                    die("bad free of a page-layer block", ptr, layout);
-                }
-            }
-            (_, None) => die("pointer not allocated by kmem", ptr, layout),
-            _ => die("layout does not match the allocation", ptr, layout),
+        if let Some(c) = class_for(layout.size(), layout.align())
+            && let Some(p) = NonNull::new(ptr)
+            && owner_class(p) == Some(Some(c))
+            && class_free_hit(c, p)
+        {
+            return;
         }
+        dealloc_slow(ptr, layout)
     }
 
     #[inline]
@@ -128,7 +206,7 @@ unsafe impl GlobalAlloc for Kmem {
             class_for(new, layout.align()),
         ) {
             (Some(a), Some(b)) => a == b,
-            (None, None) => kmem_sys::round_to_pages(old) == kmem_sys::round_to_pages(new),
+            (None, None) => crate::large::block_size(old) == crate::large::block_size(new),
             _ => false,
         };
         if same {

@@ -36,8 +36,12 @@
 //!   FIFO of recently freed blocks (at most 32 blocks, 64 MiB), flushed by
 //!   every reap, so a big buffer freed and re-allocated skips the discard
 //!   and the page faults.
+//! * Size classes whose buffers share cache lines free another thread's
+//!   buffer into a per-thread remote magazine pair that only feeds the
+//!   depot (`home`: a byte per 64-byte line names the thread that owns
+//!   it), so no thread reuses a line another thread writes.
 //! * [`stats`] prints `::kmastat`-style rows; [`stats::reap_all`] is
-//!   `kmem_reap`.
+//!   `kmem_reap`; [`reaper`] runs it on the seed's 15 s timer.
 //!
 //! # Kernel shapes in user space
 //!
@@ -47,7 +51,7 @@
 //! | `KM_SLEEP` / `M_WAITOK`         | [`Cache::alloc_wait`] with an optional timeout |
 //! | `KM_NOSLEEP` returning `NULL`   | `Result<_, KmemError>` |
 //! | kernel heap arena               | one `mmap(PROT_NONE, MAP_NORESERVE)` reservation of up to 256 GiB |
-//! | `kmem_reap` thread              | [`stats::reap_all`], [`Kmem::reap`]; call it from your own timer |
+//! | `kmem_update` / `kmem_reap` timeouts | [`reaper::start`] or [`Kmem::with_reaper`]: a thread reaping every cache each interval; or [`stats::reap_all`], [`Kmem::reap`] from your own timer |
 //! | bookkeeping in kmem's own caches| [`Meta`], a small heap on `mmap` that never calls the global allocator |
 //!
 //! # Locking
@@ -72,11 +76,13 @@ mod cache;
 pub mod error;
 mod fill;
 mod global;
+mod home;
 mod large;
 mod meta;
 mod moving;
 mod object;
 pub mod page;
+pub mod reaper;
 pub mod sizes;
 pub mod stats;
 

@@ -293,6 +293,16 @@ unsafe fn map_owner(
     (b & (START | CONT) != 0).then_some(b & OWNER)
 }
 
+/// The process-wide layer's reservation as `(base, size)`, once it exists
+/// (the span that side tables such as [`crate::home`]'s line map cover).
+pub(crate) fn global_span() -> Option<(usize, usize)> {
+    let kva = GLOBAL_KVA.get()?;
+    Some((
+        kva.reservation.base().as_ptr() as usize,
+        kva.reservation.size(),
+    ))
+}
+
 static GLOBAL: OnceLock<PageLayer> = OnceLock::new();
 
 impl PageLayer {

@@ -154,6 +154,37 @@ impl<B: Backend, A: Allocator + Clone> Magazines<B, A> {
         }
     }
 
+    /// An item from the calling thread's loaded magazine, or
+    /// `None` without trying anything slower (per-CPU mode always answers
+    /// `None`). For callers that wrap the magazines in a fast path of their
+    /// own and go to [`alloc`](Self::alloc) on a miss.
+    #[inline(always)]
+    pub fn alloc_hit(&self) -> Option<B::Item> {
+        let node = thread::lookup(self.thread?).cast::<Node<B::Item>>();
+        if node.is_null() {
+            return None;
+        }
+        // SAFETY: the node is this thread's, live while the cache is; no
+        // other reference to it exists during this call.
+        unsafe { (*node).pair.alloc_hit() }
+    }
+
+    /// Puts `item` in the calling thread's loaded magazine if it has room;
+    /// otherwise hands it back untouched, for
+    /// [`free`](Self::free) to take the slower way.
+    #[inline(always)]
+    pub fn free_hit(&self, item: B::Item) -> Result<(), B::Item> {
+        let Some(h) = self.thread else {
+            return Err(item);
+        };
+        let node = thread::lookup(h).cast::<Node<B::Item>>();
+        if node.is_null() {
+            return Err(item);
+        }
+        // SAFETY: as in `alloc_hit`.
+        unsafe { (*node).pair.free_hit(item) }
+    }
+
     /// An item: from the calling thread's (or CPU's) magazines, the depot, or
     /// the backend. `None` when the backend is exhausted.
     #[inline]
@@ -319,6 +350,11 @@ impl<B: Backend, A: Allocator + Clone> Magazines<B, A> {
     /// clock (depot slow paths do this on their own).
     pub fn update(&self) {
         self.depot().update();
+    }
+
+    /// Ends a working-set interval now ([`Depot::update_now`]).
+    pub fn update_now(&self) {
+        self.depot().update_now();
     }
 
     /// Releases depot magazines beyond the working set (`kmem_cache_reap`).

@@ -24,45 +24,7 @@ pub enum Mode {
 pub const NAME_MAX: usize = 39;
 
 /// A cache name stored inline, so naming a cache never allocates.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Name {
-    len: u8,
-    bytes: [u8; NAME_MAX],
-}
-
-impl Name {
-    /// Copies up to [`NAME_MAX`] bytes of `name`.
-    pub fn new(name: &str) -> Name {
-        let mut end = name.len().min(NAME_MAX);
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut bytes = [0; NAME_MAX];
-        bytes[..end].copy_from_slice(&name.as_bytes()[..end]);
-        Name {
-            len: end as u8,
-            bytes,
-        }
-    }
-
-    /// The name as a string.
-    pub fn as_str(&self) -> &str {
-        // The bytes were copied from a `&str` and cut at a char boundary.
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
-    }
-}
-
-impl fmt::Debug for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub type Name = kmem_sys::Name<NAME_MAX>;
 
 /// Settings of a magazine layer, built fluently:
 ///

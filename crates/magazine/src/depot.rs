@@ -342,10 +342,22 @@ impl<B: Backend, A: Allocator + Clone> Depot<B, A> {
     /// working set on, and grows the magazines if more than
     /// `contention_threshold` lock acquisitions had to wait this interval.
     pub fn update(&self) {
+        self.update_at(false);
+    }
+
+    /// [`update`](Self::update) whether or not an interval has passed, for
+    /// a caller that keeps the timer itself, as the seed's `kmem_update`
+    /// timeout does (the `kmem` facade's background reaper): each call ends
+    /// a working-set interval.
+    pub fn update_now(&self) {
+        self.update_at(true);
+    }
+
+    fn update_at(&self, force: bool) {
         let grow = {
             let mut st = self.state.lock();
             let now = self.config.clock.now();
-            if now < st.next_update {
+            if !force && now < st.next_update {
                 return;
             }
             st.next_update = now + self.config.interval;

@@ -128,6 +128,43 @@ impl<T: Copy> MagazinePair<T> {
         self.rounds + self.prounds
     }
 
+    /// The rounds of the loaded magazine, the next one to be allocated
+    /// last (empty if no magazine is loaded). A caller that tags what it
+    /// hands out, as the `kmem` facade tags its threads' cache lines, reads
+    /// them after a reload.
+    ///
+    /// ```
+    /// # use core::mem::MaybeUninit;
+    /// # use kmem_magazine::{Backend, Config, Depot, MagazinePair};
+    /// struct Count;
+    /// impl Backend for Count {
+    ///     type Item = usize;
+    ///     fn import(&self, out: &mut [MaybeUninit<usize>]) -> usize {
+    ///         out.iter_mut().enumerate().for_each(|(i, o)| { o.write(i); });
+    ///         out.len()
+    ///     }
+    ///     fn release(&self, _items: &[usize]) {}
+    /// }
+    /// let depot = Depot::new(Count, Config::new("count", 8))?;
+    /// let mut pair = MagazinePair::new();
+    /// assert!(pair.loaded_rounds().is_empty());
+    /// let top = pair.alloc(&depot).unwrap();
+    /// assert_eq!(pair.loaded_rounds().len(), pair.cached());
+    /// assert!(!pair.loaded_rounds().contains(&top));
+    /// pair.free(&depot, top);
+    /// assert_eq!(pair.loaded_rounds().last(), Some(&top));
+    /// pair.flush(&depot);
+    /// # Ok::<(), kmem_magazine::MagazineError>(())
+    /// ```
+    pub fn loaded_rounds(&self) -> &[T] {
+        if self.rounds == 0 {
+            return &[];
+        }
+        // SAFETY: rounds > 0 implies a loaded magazine whose first `rounds`
+        // rounds are initialised; the borrow of `self` keeps them in place.
+        unsafe { core::slice::from_raw_parts(items::<T>(self.loaded), self.rounds) }
+    }
+
     /// Takes an item from the loaded magazine, or `None` if it is empty: the
     /// whole fast path (a test, a load, two increments).
     #[inline(always)]

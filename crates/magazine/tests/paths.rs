@@ -279,6 +279,36 @@ fn reap_keeps_the_working_set() {
 }
 
 #[test]
+fn update_now_ends_an_interval_without_the_clock() {
+    static CLOCK: ManualClock = ManualClock::new();
+    let cfg = Config::new("now", 64)
+        .clock(&CLOCK)
+        .mode(Mode::PerCpu)
+        .cpu_slots(1)
+        .resizing(false);
+    let m = Magazines::new(Counting::new(10_000), cfg).unwrap();
+    let n = m.depot().magazine_size();
+    let items: Vec<_> = (0..6 * n).map(|_| m.alloc().unwrap()).collect();
+    for &i in &items {
+        m.free(i);
+    }
+    let full = m.stats().full_magazines;
+    assert!(full >= 4);
+    // The clock never moves: the timed update is a no-op ...
+    m.update();
+    m.update();
+    m.reap();
+    assert_eq!(m.stats().full_magazines, full);
+    // ... but two forced intervals let the idle magazines go.
+    m.update_now();
+    m.update_now();
+    m.reap();
+    let s = m.stats();
+    assert_eq!(s.full_magazines, 0, "{s:?}");
+    assert_eq!(m.backend().outstanding(), s.cached);
+}
+
+#[test]
 fn bad_config_is_an_error_naming_the_cache() {
     let e = Magazines::new(Counting::new(1), Config::new("bad", 64).magazine_size(0))
         .err()

@@ -58,6 +58,7 @@
 mod cpu;
 mod error;
 pub mod mem;
+mod name;
 mod page;
 mod percpu;
 mod reserve;
@@ -66,6 +67,7 @@ pub mod sync;
 
 pub use cpu::{cpu_count, current_cpu, thread_slot};
 pub use error::SysError;
+pub use name::Name;
 pub use page::{is_page_aligned, page_size, round_to_pages};
 pub use percpu::{CACHE_PAD, CachePadded, PerCpu};
 pub use reserve::Reservation;

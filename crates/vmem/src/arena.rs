@@ -234,6 +234,7 @@ impl<A: Allocator + Clone> Arena<A> {
             Policy::NextFit => self.next_fit(req),
         };
         let (t, x) = found?;
+        self.hash.prefetch(x);
         let busy = self.clip(t, x, req.size);
         if policy == Policy::NextFit {
             self.rotor = busy;
@@ -427,17 +428,21 @@ impl<A: Allocator + Clone> Arena<A> {
                 prev
             }
         };
-        let seg = *self.tags.get(merged);
-        let span_tag = seg.prev;
-        let span = *self.tags.get(span_tag);
-        if span.is(Kind::Span) && span.size == seg.size {
-            debug_assert_eq!(span.start, seg.start);
-            if merged != t {
-                self.unfile_free(merged);
+        // Only imported spans are released; skip the span tag's load (a
+        // likely cache miss) when the arena holds none.
+        if self.imported != 0 {
+            let seg = *self.tags.get(merged);
+            let span_tag = seg.prev;
+            let span = *self.tags.get(span_tag);
+            if span.is(Kind::Span) && span.size == seg.size {
+                debug_assert_eq!(span.start, seg.start);
+                if merged != t {
+                    self.unfile_free(merged);
+                }
+                self.unlink(merged);
+                self.remove_span(span_tag);
+                return Ok(Some((seg.start, seg.size)));
             }
-            self.unlink(merged);
-            self.remove_span(span_tag);
-            return Ok(Some((seg.start, seg.size)));
         }
         if merged == t {
             self.file_free(t);

@@ -130,7 +130,7 @@ impl<A: Allocator + Clone> Arena<A> {
         let mut listed = 0;
         for list in 0..NLISTS {
             let (mut prev, mut t) = (NIL, self.free.head(list));
-            if self.free.marked(list) != (t != NIL) {
+            if self.free.marked(list) != Ok(t != NIL) {
                 return corrupt(
                     list,
                     "the free-list bitmap disagrees with list (address = list)",

@@ -1,6 +1,5 @@
 //! The crate's one error type, and the arena name it carries.
 
-use core::fmt;
 use std::time::Duration;
 
 /// Longest arena name kept, in bytes; longer names are cut at a character
@@ -9,45 +8,7 @@ pub const NAME_MAX: usize = 31;
 
 /// An arena's name, stored inline so that errors and arenas never allocate
 /// for it (an arena may sit under a `GlobalAlloc`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ArenaName {
-    bytes: [u8; NAME_MAX],
-    len: u8,
-}
-
-impl ArenaName {
-    /// `name`, cut to at most [`NAME_MAX`] bytes at a character boundary.
-    pub fn new(name: &str) -> ArenaName {
-        let mut len = name.len().min(NAME_MAX);
-        while !name.is_char_boundary(len) {
-            len -= 1;
-        }
-        let mut bytes = [0; NAME_MAX];
-        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
-        ArenaName {
-            bytes,
-            len: len as u8,
-        }
-    }
-
-    /// The name as a string slice.
-    pub fn as_str(&self) -> &str {
-        // The bytes were copied from a `&str` and cut at a char boundary.
-        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
-    }
-}
-
-impl fmt::Display for ArenaName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for ArenaName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
+pub type ArenaName = kmem_sys::Name<NAME_MAX>;
 
 /// What went wrong in an arena operation.
 ///

@@ -13,9 +13,10 @@ pub enum Policy {
     #[default]
     InstantFit,
     /// The first segment that fits in the smallest list that can hold the
-    /// size, then in larger lists: exact-size for up to 32 quanta, best of a
-    /// power-of-two class above (as the seed's `M_BESTFIT`). Less
-    /// fragmentation than instant fit, slower when classes are crowded.
+    /// size, then in larger lists (the seed's `M_BESTFIT`): lists hold one
+    /// size each up to 63 quanta and an eighth of a power-of-two class
+    /// above, so the fit is exact or within an eighth. Less fragmentation
+    /// than instant fit, and unconstrained nearly as fast.
     BestFit,
     /// The first free segment that fits at or after the end of the previous
     /// next-fit allocation, wrapping around: a roving cursor, so recently

@@ -1,24 +1,48 @@
-//! Segregated free lists with a bitmap of the non-empty ones.
+//! Segregated free lists, finer than the seed's, with a two-level bitmap of
+//! the non-empty ones.
 //!
-//! Sizes are counted in quanta. Lists `0..EXACT` hold exactly 1, 2, …, 32
-//! quanta (the seed's `VMEM_OPTORDER` exact lists); list `EXACT + k` above
-//! holds the sizes whose highest set bit is `5 + k`, i.e. `[33, 63]`,
-//! `[64, 127]`, `[128, 255]`, … (the seed's power-of-two lists; it files
-//! 33..63 the same way). `nonempty` has bit `i` set iff list `i` is not empty,
-//! so "the first non-empty list at or above `i`" is one `trailing_zeros`: that
-//! is what makes instant fit constant-time.
+//! Sizes are counted in quanta. The seed files free segments on *classes*:
+//! exactly 1, 2, …, 32 quanta (`VMEM_OPTORDER`), then `[33, 63]`,
+//! `[64, 127]`, `[128, 255]`, … by highest set bit (`SIZE2ORDER`). Here each
+//! class is cut further so that best fit needs no long scan:
 //!
-//! Lists are doubly linked through `lnext`/`lprev` and pushed at the head
-//! (LIFO), as the seed's `LIST_INSERT_HEAD` does.
+//! - lists `0..EXACT` hold exactly 1, 2, …, 63 quanta (the seed's exact
+//!   lists plus its `[33, 63]` class, one list per size);
+//! - from 64 quanta up, each power-of-two class `[2^b, 2^(b+1))` is cut into
+//!   [`SUBS`] sub-lists by the next bits of the size (TLSF's second level),
+//!   so a sub-list spans an eighth of its class.
+//!
+//! Lists are in size order, and every seed class is a run of consecutive
+//! lists, so the seed's rules still read directly: instant fit starts at the
+//! first list of the seed class [`instant_list`] names and takes the head of
+//! the first non-empty list from there, which is a member of the same seed
+//! class the seed would take one from (the smallest-sized one). Best fit
+//! starts at the list of the size itself: below 64 quanta its head fits;
+//! above, only that one sub-list may hold segments too small, and every
+//! later list's head fits.
+//!
+//! `words` has bit `i` set iff list `i` is not empty and `summary` bit `w`
+//! iff `words[w]` is not zero, so "the first non-empty list at or above `i`"
+//! is at most two `trailing_zeros`: constant time. Lists are doubly linked
+//! through `lnext`/`lprev` and pushed at the head (LIFO), as the seed's
+//! `LIST_INSERT_HEAD` does.
 
 use allocator_api2::alloc::Allocator;
 
 use crate::tag::{Kind, NIL, TagPool};
 
-/// Exact lists for 1..=32 quanta (`VMEM_OPTVALUE`).
-const EXACT: usize = 32;
-/// Number of lists: the exact ones plus one per remaining bit of `usize`.
-pub(crate) const NLISTS: usize = EXACT + usize::BITS as usize - 5;
+/// One exact list per size of 1..=63 quanta.
+const EXACT: usize = 63;
+/// Highest bit of the smallest size filed by class: 64 quanta.
+const FIRST_BIT: u32 = 6;
+/// Bits of the size below its highest bit that pick a sub-list.
+const SUB_BITS: u32 = 3;
+/// Sub-lists per power-of-two class.
+const SUBS: usize = 1 << SUB_BITS;
+/// Number of lists: the exact ones plus `SUBS` per remaining bit of `usize`.
+pub(crate) const NLISTS: usize = EXACT + (usize::BITS - FIRST_BIT) as usize * SUBS;
+/// Bitmap words.
+const WORDS: usize = NLISTS.div_ceil(64);
 
 /// The list a free segment of `q` quanta is filed on.
 #[inline]
@@ -27,38 +51,43 @@ pub(crate) fn list_of(q: usize) -> usize {
     if q <= EXACT {
         q - 1
     } else {
-        EXACT + (usize::BITS - 1 - q.leading_zeros()) as usize - 5
+        let b = usize::BITS - 1 - q.leading_zeros();
+        let sub = (q >> (b - SUB_BITS)) & (SUBS - 1);
+        EXACT + (b - FIRST_BIT) as usize * SUBS + sub
     }
 }
 
-/// The smallest size (in quanta) list `i` can hold.
-#[inline]
-pub(crate) fn list_min(i: usize) -> usize {
-    match i {
-        _ if i < EXACT => i + 1,
-        EXACT => EXACT + 1,
-        _ => 1 << (i - EXACT + 5),
-    }
-}
-
-/// The first list whose every member holds `q` quanta (may be `NLISTS`).
+/// The first list of the seed class whose every member holds `q` quanta
+/// (`bt_freehead_toalloc` with `M_FIRSTFIT`); may be `NLISTS`.
 #[inline]
 pub(crate) fn instant_list(q: usize) -> usize {
-    let i = list_of(q);
-    if list_min(i) == q { i } else { i + 1 }
+    debug_assert!(q > 0);
+    match q {
+        // The exact classes, and `[33, 63]`, whose least member is 33.
+        1..=33 => q - 1,
+        // Members of `[33, 63]` do not all hold these: the next class.
+        34..=63 => EXACT,
+        _ => {
+            let b = usize::BITS - 1 - q.leading_zeros();
+            let class = if q.is_power_of_two() { b } else { b + 1 };
+            EXACT + (class - FIRST_BIT) as usize * SUBS
+        }
+    }
 }
 
 /// The heads of all lists and the bitmap of non-empty ones.
 pub(crate) struct FreeLists {
     heads: [u32; NLISTS],
-    nonempty: u128,
+    words: [u64; WORDS],
+    summary: u64,
 }
 
 impl FreeLists {
     pub fn new() -> Self {
         FreeLists {
             heads: [NIL; NLISTS],
-            nonempty: 0,
+            words: [0; WORDS],
+            summary: 0,
         }
     }
 
@@ -68,8 +97,17 @@ impl FreeLists {
         if from >= NLISTS {
             return None;
         }
-        let bits = self.nonempty & (!0u128 << from);
-        (bits != 0).then(|| bits.trailing_zeros() as usize)
+        let w = from / 64;
+        let bits = self.words[w] & (!0u64 << (from % 64));
+        if bits != 0 {
+            return Some(w * 64 + bits.trailing_zeros() as usize);
+        }
+        let higher = self.summary & (!0u64 << (w + 1));
+        if higher == 0 {
+            return None;
+        }
+        let w = higher.trailing_zeros() as usize;
+        Some(w * 64 + self.words[w].trailing_zeros() as usize)
     }
 
     #[inline]
@@ -90,9 +128,11 @@ impl FreeLists {
         }
         if old != NIL {
             tags.get_mut(old).set_lprev(t);
+        } else {
+            self.words[list / 64] |= 1 << (list % 64);
+            self.summary |= 1 << (list / 64);
         }
         self.heads[list] = t;
-        self.nonempty |= 1 << list;
     }
 
     /// Unlinks free tag `t` (size `q` quanta) from its list.
@@ -113,14 +153,23 @@ impl FreeLists {
             debug_assert_eq!(self.heads[list], t);
             self.heads[list] = next;
             if next == NIL {
-                self.nonempty &= !(1 << list);
+                let w = list / 64;
+                self.words[w] &= !(1 << (list % 64));
+                if self.words[w] == 0 {
+                    self.summary &= !(1 << w);
+                }
             }
         }
     }
 
-    /// Whether the bitmap says list `i` is non-empty (for `check`).
-    pub fn marked(&self, i: usize) -> bool {
-        self.nonempty & (1 << i) != 0
+    /// Whether the bitmap says list `i` is non-empty, `Err` if the summary
+    /// disagrees with the word that holds bit `i` (for `check`).
+    pub fn marked(&self, i: usize) -> Result<bool, ()> {
+        let w = i / 64;
+        if (self.summary >> w) & 1 != u64::from(self.words[w] != 0) {
+            return Err(());
+        }
+        Ok((self.words[w] >> (i % 64)) & 1 != 0)
     }
 }
 
@@ -128,30 +177,72 @@ impl FreeLists {
 mod tests {
     use super::*;
 
+    /// The smallest size (in quanta) list `i` can hold.
+    fn list_min(i: usize) -> usize {
+        if i < EXACT {
+            i + 1
+        } else {
+            let j = i - EXACT;
+            let b = FIRST_BIT + (j / SUBS) as u32;
+            (1 << b) | ((j % SUBS) << (b - SUB_BITS))
+        }
+    }
+
     #[test]
-    fn lists_cover_every_size_once() {
-        for q in 1..5000usize {
+    fn lists_cover_every_size_once_in_size_order() {
+        let sizes = (1..5000usize).chain([usize::MAX / 3, usize::MAX - 1, usize::MAX]);
+        for q in sizes {
             let i = list_of(q);
             assert!(list_min(i) <= q, "q {q} list {i}");
             assert!(i + 1 == NLISTS || q < list_min(i + 1), "q {q} list {i}");
         }
+        for i in 1..NLISTS {
+            assert!(list_min(i - 1) < list_min(i), "list {i}");
+            assert_eq!(list_of(list_min(i)), i);
+        }
         assert_eq!(list_of(usize::MAX), NLISTS - 1);
         assert_eq!(list_of(32), 31);
         assert_eq!(list_of(33), 32);
-        assert_eq!(list_of(63), 32);
-        assert_eq!(list_of(64), 33);
+        assert_eq!(list_of(63), 62);
+        assert_eq!((list_of(64), list_of(71), list_of(72)), (63, 63, 64));
     }
 
     #[test]
-    fn instant_list_members_all_fit() {
+    fn instant_list_starts_the_seed_class_whose_members_all_fit() {
+        // The seed's classes: 1..=32 exact, [33, 63], then powers of two.
+        let seed_class_min = |q: usize| match q {
+            1..=33 => q,
+            34..=63 => 64,
+            _ => q.next_power_of_two(),
+        };
         for q in 1..5000usize {
             let i = instant_list(q);
+            assert_eq!(list_min(i), seed_class_min(q), "q {q}");
             assert!(list_min(i) >= q, "q {q}");
-            // …and it is the lowest such list.
-            assert!(i == 0 || list_min(i - 1) < q || list_of(q) == i);
         }
-        assert_eq!(instant_list(64), 33);
-        assert_eq!(instant_list(65), 34);
+        assert_eq!(instant_list(64), 63);
+        assert_eq!(instant_list(65), 63 + SUBS);
         assert_eq!(instant_list(usize::MAX), NLISTS);
+    }
+
+    #[test]
+    fn bitmap_finds_the_first_nonempty_list_across_words() {
+        let mut tags = TagPool::new(allocator_api2::alloc::Global);
+        tags.reserve(3).unwrap();
+        let mut f = FreeLists::new();
+        assert_eq!(f.first_nonempty(0), None);
+        let far = list_min(NLISTS - 1);
+        let t = tags.take(Kind::Free, 0, 1);
+        f.insert(&mut tags, t, far);
+        let u = tags.take(Kind::Free, 0, 1);
+        f.insert(&mut tags, u, 100);
+        assert_eq!(f.first_nonempty(0), Some(list_of(100)));
+        assert_eq!(f.first_nonempty(list_of(100) + 1), Some(NLISTS - 1));
+        assert_eq!(f.marked(NLISTS - 1), Ok(true));
+        f.remove(&mut tags, t, far);
+        assert_eq!(f.first_nonempty(list_of(100) + 1), None);
+        assert_eq!(f.marked(NLISTS - 1), Ok(false));
+        f.remove(&mut tags, u, 100);
+        assert_eq!(f.first_nonempty(0), None);
     }
 }

@@ -51,6 +51,22 @@ impl<A: Allocator + Clone> BusyHash<A> {
         (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
     }
 
+    /// Starts loading the bucket of `addr` into the cache, so that an
+    /// [`insert`](Self::insert) after other work does not wait for it.
+    #[inline(always)]
+    pub fn prefetch(&self, addr: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let bucket = self.buckets[self.bucket(addr)..].as_ptr();
+            // SAFETY: a prefetch is only a hint and never faults; the
+            // pointer is in bounds of the table anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(bucket.cast()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = addr;
+    }
+
     /// Number of busy segments.
     pub fn len(&self) -> usize {
         self.count

@@ -18,11 +18,14 @@
 //! and reaching one is a single indexed load; the array grows by an eighth
 //! at a time and may move, which indices do not mind (`tag.rs`).
 //!
-//! **Free lists.** A free segment of `n` quanta is filed on one of 91
-//! doubly linked lists: exactly `n` for `n <= 32` (the seed's `VMEM_OPTORDER`
-//! exact lists), else the power-of-two class of `n` (`bt_freehead_tofree`).
-//! A bitmap of non-empty lists makes "the first non-empty list at or above
-//! `i`" one instruction (`freelist.rs`).
+//! **Free lists.** A free segment of `n` quanta is filed on one of 527
+//! doubly linked lists in size order: exactly `n` for `n <= 63` (the seed's
+//! `VMEM_OPTORDER` exact lists, and its `[33, 63]` class cut into one list
+//! per size), else an eighth of the power-of-two class of `n`
+//! (`bt_freehead_tofree`, cut once more as TLSF does). Each seed class is a
+//! run of consecutive lists. A two-level bitmap of non-empty lists makes
+//! "the first non-empty list at or above `i`" two instructions
+//! (`freelist.rs`).
 //!
 //! **Busy hash.** Busy segments are found by address in a chained hash whose
 //! chains run through the tags (`vm_hashlist`, `bt_lookupbusy`). It grows
@@ -31,12 +34,17 @@
 //! or its 128 Ki bucket cap (`hash.rs`).
 //!
 //! **Placing a request** (`arena.rs`, `fit.rs`, after `vmem_xalloc`):
-//! - [`Policy::InstantFit`] takes the head of the first non-empty list whose
-//!   *every* member is large enough (`bt_freehead_toalloc` with
-//!   `M_FIRSTFIT`): one bitmap lookup, constant time. If none fits it falls
+//! - [`Policy::InstantFit`] takes a segment of the first non-empty seed
+//!   class whose *every* member is large enough (`bt_freehead_toalloc` with
+//!   `M_FIRSTFIT`) — the head of its smallest non-empty list: one bitmap
+//!   lookup, constant time. If none fits it falls
 //!   back to best fit, as the seed retries with `M_BESTFIT`.
-//! - [`Policy::BestFit`] scans the smallest list that may hold the size, then
-//!   larger ones, for the first segment that fits (`M_BESTFIT`).
+//! - [`Policy::BestFit`] scans the list of the size itself, then larger
+//!   ones, for the first segment that fits (`M_BESTFIT`). Below 64 quanta
+//!   that list holds the size exactly, so its head fits; above, only the
+//!   one sub-list may hold smaller segments. Unconstrained, best fit is
+//!   thus near constant time where the seed's scan of a power-of-two list
+//!   is linear in its length, and it fits at least as tightly.
 //! - [`Policy::NextFit`] walks the address-ordered list from a cursor left
 //!   after the previous next-fit allocation and wraps around, as the paper's
 //!   `VM_NEXTFIT` does (absent from this seed revision); it suits IDs that
