@@ -78,6 +78,27 @@ unsafe fn link_to(b: &mut Buckets, key: u64, target: *mut Node) -> Option<*mut *
     None
 }
 
+/// Unlinks the node holding `key` and returns it in its constructed state
+/// (tag `FREE`, no link; the value is left for the caller to read).
+///
+/// # Safety
+/// The table lock is held and `key` is in the table.
+unsafe fn unlink(b: &mut Buckets, key: u64) -> NonNull<Node> {
+    let mut link: *mut *mut Node = &mut b.0[bucket(key)];
+    // SAFETY: links of linked, live nodes, under the lock; the key is there,
+    // so the walk ends on its node before a null link.
+    unsafe {
+        while (**link).key != key {
+            link = &mut (**link).next;
+        }
+        let node = *link;
+        *link = (*node).next;
+        (*node).tag = FREE;
+        (*node).next = ptr::null_mut();
+        NonNull::new_unchecked(node)
+    }
+}
+
 /// The move callback (see the module docs).
 fn move_node(table: &Mutex<Buckets>, old: NonNull<Node>, new: &mut Node) -> Move {
     let mut b = table.lock().expect("table");
@@ -146,22 +167,10 @@ fn main() {
             continue;
         }
         let mut b = table.lock().expect("table");
-        let h = bucket(key);
-        let mut link: *mut *mut Node = &mut b.0[h];
-        // SAFETY: the lock is held; linked nodes are live.
-        unsafe {
-            while (**link).key != key {
-                link = &mut (**link).next;
-            }
-            let node = *link;
-            *link = (*node).next;
-            // Back to the constructed state before it goes to the cache.
-            (*node).tag = FREE;
-            (*node).next = ptr::null_mut();
-            nodes
-                .free_raw(NonNull::new_unchecked(node))
-                .expect("a node of this cache");
-        }
+        // SAFETY: the lock is held; every key below `n` is in the table.
+        let node = unsafe { unlink(&mut b, key) };
+        // SAFETY: unlinked, back in its constructed state, and ours alone.
+        unsafe { nodes.free_raw(node) }.expect("a node of this cache");
     }
     let before = nodes.stats();
     println!(
@@ -244,22 +253,13 @@ fn main() {
     // Every key still maps to its value; then empty the table.
     let mut b = table.lock().expect("table");
     for &key in &kept {
-        let h = bucket(key);
-        let mut link: *mut *mut Node = &mut b.0[h];
-        // SAFETY: the lock is held; linked nodes are live.
-        unsafe {
-            while (**link).key != key {
-                link = &mut (**link).next;
-            }
-            let node = *link;
-            assert_eq!((*node).value, value_of(key));
-            *link = (*node).next;
-            (*node).tag = FREE;
-            (*node).next = ptr::null_mut();
-            nodes
-                .free_raw(NonNull::new_unchecked(node))
-                .expect("a node of this cache");
-        }
+        // SAFETY: the lock is held; every kept key is in the table.
+        let node = unsafe { unlink(&mut b, key) };
+        // SAFETY: unlinked, so no one else reaches the node.
+        let value = unsafe { node.as_ref().value };
+        assert_eq!(value, value_of(key));
+        // SAFETY: unlinked, back in its constructed state, and ours alone.
+        unsafe { nodes.free_raw(node) }.expect("a node of this cache");
     }
     assert!(b.0.iter().all(|p| p.is_null()));
     println!(

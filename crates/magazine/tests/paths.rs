@@ -214,22 +214,34 @@ fn contention_grows_the_magazine_size() {
     m.check().unwrap();
 }
 
-static REAP_CLOCK: ManualClock = ManualClock::new();
-
-#[test]
-fn reap_releases_magazines_outside_the_working_set() {
-    let cfg = Config::new("reap", 64)
-        .clock(&REAP_CLOCK)
+/// One CPU slot on `clock`, no resizing, with `mags` magazines' worth of
+/// items allocated and freed, so they sit full in the depot. Returns the
+/// magazines, the magazine size and the number of full magazines.
+fn filled(
+    name: &str,
+    clock: &'static ManualClock,
+    mags: usize,
+) -> (Magazines<Counting>, usize, usize) {
+    let cfg = Config::new(name, 64)
+        .clock(clock)
         .mode(Mode::PerCpu)
         .cpu_slots(1)
         .resizing(false);
     let m = Magazines::new(Counting::new(10_000), cfg).unwrap();
     let n = m.depot().magazine_size();
-    let items: Vec<_> = (0..10 * n).map(|_| m.alloc().unwrap()).collect();
+    let items: Vec<_> = (0..mags * n).map(|_| m.alloc().unwrap()).collect();
     for &i in &items {
         m.free(i);
     }
     let full = m.stats().full_magazines;
+    (m, n, full)
+}
+
+static REAP_CLOCK: ManualClock = ManualClock::new();
+
+#[test]
+fn reap_releases_magazines_outside_the_working_set() {
+    let (m, _, full) = filled("reap", &REAP_CLOCK, 10);
     assert!(full >= 8);
     // Within the first interval nothing is outside the working set yet.
     m.reap();
@@ -249,18 +261,7 @@ fn reap_releases_magazines_outside_the_working_set() {
 #[test]
 fn reap_keeps_the_working_set() {
     static CLOCK: ManualClock = ManualClock::new();
-    let cfg = Config::new("ws", 64)
-        .clock(&CLOCK)
-        .mode(Mode::PerCpu)
-        .cpu_slots(1)
-        .resizing(false);
-    let m = Magazines::new(Counting::new(10_000), cfg).unwrap();
-    let n = m.depot().magazine_size();
-    let items: Vec<_> = (0..10 * n).map(|_| m.alloc().unwrap()).collect();
-    for &i in &items {
-        m.free(i);
-    }
-    let full = m.stats().full_magazines;
+    let (m, n, full) = filled("ws", &CLOCK, 10);
     CLOCK.advance(Duration::from_secs(15));
     m.update();
     // This interval uses 4 magazines' worth: the list dips by about 4.
@@ -281,18 +282,7 @@ fn reap_keeps_the_working_set() {
 #[test]
 fn update_now_ends_an_interval_without_the_clock() {
     static CLOCK: ManualClock = ManualClock::new();
-    let cfg = Config::new("now", 64)
-        .clock(&CLOCK)
-        .mode(Mode::PerCpu)
-        .cpu_slots(1)
-        .resizing(false);
-    let m = Magazines::new(Counting::new(10_000), cfg).unwrap();
-    let n = m.depot().magazine_size();
-    let items: Vec<_> = (0..6 * n).map(|_| m.alloc().unwrap()).collect();
-    for &i in &items {
-        m.free(i);
-    }
-    let full = m.stats().full_magazines;
+    let (m, _, full) = filled("now", &CLOCK, 6);
     assert!(full >= 4);
     // The clock never moves: the timed update is a no-op ...
     m.update();
