@@ -35,7 +35,7 @@ static DEPOTS: OnceLock<[ClassDepot; NUM_CLASSES]> = OnceLock::new();
 
 /// Page-map owner tag of class `c`.
 #[inline]
-fn owner(c: usize) -> u32 {
+pub(crate) fn owner(c: usize) -> u32 {
     c as u32 + 1
 }
 
@@ -45,9 +45,10 @@ fn init() -> &'static [ClassDepot; NUM_CLASSES] {
         let layer = PageLayer::global();
         let kegs = KEGS.get_or_init(|| {
             core::array::from_fn(|c| {
-                Keg::builder(CLASS_NAMES[c], CLASS_SIZES[c], class_align(c))
+                let b = Keg::builder(CLASS_NAMES[c], CLASS_SIZES[c], class_align(c))
                     .source(Pages::Layer(layer, owner(c)))
-                    .metadata(Meta)
+                    .metadata(Meta);
+                crate::debug::class_keg(c, b)
                     .build()
                     .expect("kmem: every size class has a slab layout")
             })
@@ -118,18 +119,27 @@ fn with_pair<R>(c: usize, f: impl FnOnce(&mut MagazinePair<Buf>) -> R) -> Option
         .ok()
 }
 
-/// Allocates one buffer of class `c`.
+/// The keg of class `c`, once the classes exist.
+pub(crate) fn class_keg(c: usize) -> Option<&'static CacheKeg> {
+    KEGS.get().map(|k| &k[c])
+}
+
+/// Allocates one buffer of class `c` for a `size`-byte request.
 #[inline]
-pub(crate) fn class_alloc(c: usize) -> Option<NonNull<u8>> {
+pub(crate) fn class_alloc(c: usize, size: usize) -> Option<NonNull<u8>> {
     match with_pair(c, MagazinePair::alloc_hit) {
         Some(Some(Buf(p))) => Some(p),
-        _ => class_alloc_slow(c),
+        _ => class_alloc_slow(c, size),
     }
 }
 
 #[cold]
-fn class_alloc_slow(c: usize) -> Option<NonNull<u8>> {
+fn class_alloc_slow(c: usize, size: usize) -> Option<NonNull<u8>> {
     let depot = &depots()[c];
+    // KMEM_DEBUG: debugged classes never load magazines, so they land here.
+    if let Some(r) = crate::debug::hook_alloc(c, &depot.backend().keg, size) {
+        return r;
+    }
     match with_pair(c, |pair| pair.alloc(depot)) {
         Some(b) => b.map(|Buf(p)| p),
         // Thread-locals already destroyed: straight to the keg.
@@ -137,17 +147,21 @@ fn class_alloc_slow(c: usize) -> Option<NonNull<u8>> {
     }
 }
 
-/// Frees one buffer of class `c`.
+/// Frees one buffer of class `c`, allocated for `size` bytes.
 #[inline]
-pub(crate) fn class_free(c: usize, p: NonNull<u8>) {
+pub(crate) fn class_free(c: usize, p: NonNull<u8>, size: usize) {
     if with_pair(c, |pair| pair.free_hit(Buf(p))) != Some(Ok(())) {
-        class_free_slow(c, p);
+        class_free_slow(c, p, size);
     }
 }
 
 #[cold]
-fn class_free_slow(c: usize, p: NonNull<u8>) {
+fn class_free_slow(c: usize, p: NonNull<u8>, size: usize) {
     let depot = &depots()[c];
+    // SAFETY: `p` is in a page of class `c`; the caller gives it up.
+    if unsafe { crate::debug::hook_free(c, &depot.backend().keg, p, size) } {
+        return;
+    }
     if with_pair(c, |pair| pair.free(depot, Buf(p))).is_none() {
         // SAFETY: `p` is a buffer of this class's keg, no longer used.
         let r = unsafe { depot.backend().keg.free(p) };
@@ -171,8 +185,36 @@ pub(crate) fn owner_class(p: NonNull<u8>) -> Option<Option<usize>> {
 #[inline]
 pub(crate) fn alloc_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
     match class_for(size, align) {
-        Some(c) => class_alloc(c),
-        None => crate::large::alloc(size, align, false),
+        Some(c) => class_alloc(c, size),
+        None => large_alloc(size, align, false),
+    }
+}
+
+/// A block above the classes: firewalled when `KMEM_DEBUG` asks, else
+/// from the large-block cache or the page layer.
+pub(crate) fn large_alloc(size: usize, align: usize, zero: bool) -> Option<NonNull<u8>> {
+    match crate::debug::large_alloc(size, align) {
+        // Firewall blocks are fresh pages, zero already.
+        Some(r) => r,
+        None => crate::large::alloc(size, align, zero),
+    }
+}
+
+/// Frees a block from [`large_alloc`].
+///
+/// # Safety
+///
+/// The caller gives the block up.
+pub(crate) unsafe fn large_free(
+    p: NonNull<u8>,
+    size: usize,
+    align: usize,
+) -> Result<(), KmemError> {
+    // SAFETY: the caller's promise, passed on.
+    match unsafe { crate::debug::large_free(p, size, align) } {
+        Some(r) => r,
+        // SAFETY: as above.
+        None => unsafe { crate::large::free(p, size) },
     }
 }
 
@@ -216,7 +258,7 @@ pub fn kmem_alloc(size: usize) -> Result<NonNull<u8>, KmemError> {
 /// As [`kmem_alloc`].
 pub fn kmem_zalloc(size: usize) -> Result<NonNull<u8>, KmemError> {
     if class_for(size, 8).is_none() && size > 0 {
-        return crate::large::alloc(size, 8, true).ok_or(KmemError::OutOfMemory {
+        return large_alloc(size, 8, true).ok_or(KmemError::OutOfMemory {
             cache: "kmem_alloc",
             size,
         });
@@ -252,12 +294,12 @@ pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) -> Result<(), KmemError> 
     };
     match (class_for(size, 8), owner) {
         (Some(c), Some(o)) if c == o => {
-            class_free(c, ptr);
+            class_free(c, ptr, size);
             Ok(())
         }
         (None, None) if size > 0 => {
             // SAFETY: the caller gives up `ptr`; a wrong size is refused.
-            unsafe { crate::large::free(ptr, size) }
+            unsafe { large_free(ptr, size, 8) }
         }
         (_, Some(o)) => Err(KmemError::WrongSize {
             addr,

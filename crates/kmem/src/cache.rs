@@ -16,6 +16,7 @@ use kmem_sys::PageSource;
 use kmem_sys::sync::Mutex;
 
 use crate::Meta;
+use crate::debug::{self, Action, DebugCache, DebugFlags};
 use crate::error::KmemError;
 use crate::fill::{Buf, CacheKeg, Ctor, Dtor, Fill, Pages, Shortage};
 use crate::page::PageLayer;
@@ -44,6 +45,8 @@ pub(crate) struct Core {
     layer: &'static PageLayer,
     alloc_fail: AtomicU64,
     direct_allocs: AtomicU64,
+    /// Debugging state; such a cache has no magazines (see [`crate::debug`]).
+    debug: Option<Arc<DebugCache>>,
 }
 
 /// An object cache. Cheap to clone (a shared handle); the cache lives until
@@ -96,6 +99,10 @@ pub struct CacheBuilder {
     limit: Option<usize>,
     /// For a secondary cache: the primary's keg and page-map owner.
     shared: Option<(Arc<CacheKeg>, Option<u32>)>,
+    debug: DebugFlags,
+    on_error: Option<Action>,
+    /// For a secondary of a debugging cache: the primary's debug state.
+    inherit_debug: Option<Arc<DebugCache>>,
 }
 
 impl Cache {
@@ -116,6 +123,9 @@ impl Cache {
             source: None,
             limit: None,
             shared: None,
+            debug: DebugFlags::NONE,
+            on_error: None,
+            inherit_debug: None,
         }
     }
 
@@ -126,6 +136,7 @@ impl Cache {
         let layout = self.core.keg.layout();
         CacheBuilder {
             shared: Some((self.core.keg.clone(), self.core.owner)),
+            inherit_debug: self.core.debug.clone(),
             ..Cache::builder(name, layout.buf_size, layout.align)
         }
     }
@@ -155,7 +166,7 @@ impl Cache {
                 None => return Err(c.failed(c.fill.shortage())),
             },
             None => {
-                let p = c.fill.take_one(None).map_err(|e| c.failed_slab(e))?;
+                let p = c.take(None).map_err(|e| c.failed_slab(e))?;
                 c.direct_allocs.fetch_add(1, Ordering::Relaxed);
                 p
             }
@@ -177,7 +188,7 @@ impl Cache {
             other => return other,
         }
         let c = &*self.core;
-        let p = c.fill.take_one(Some(timeout)).map_err(|e| match e {
+        let p = c.take(Some(timeout)).map_err(|e| match e {
             SlabError::Full { .. } => KmemError::TimedOut { cache: c.name },
             e => c.failed_slab(e),
         })?;
@@ -208,7 +219,7 @@ impl Cache {
         if let Some(owner) = c.owner
             && c.layer.owner_of(ptr.as_ptr() as usize) != Some(owner)
         {
-            return Err(c.bad_free(ptr, "not a buffer of this cache"));
+            return Err(c.foreign_free(ptr));
         }
         if let Some((_, dtor)) = &c.per_alloc {
             dtor(ptr);
@@ -216,6 +227,10 @@ impl Cache {
         match &c.mags {
             Some(m) => m.free(Buf(ptr)),
             None => {
+                if let Some(d) = &c.debug {
+                    // SAFETY: the caller's contract, passed on.
+                    return unsafe { debug::cache_free(d, &c.keg, c.fill.dtor.as_deref(), ptr) };
+                }
                 if let Some(dtor) = &c.fill.dtor {
                     dtor(ptr);
                 }
@@ -291,7 +306,49 @@ pub(crate) fn live_caches() -> Vec<Cache> {
         .collect()
 }
 
+/// The name of the cache or size class whose pages carry `owner`.
+pub(crate) fn owner_name(owner: u32) -> Option<&'static str> {
+    if (1..=crate::sizes::NUM_CLASSES as u32).contains(&owner) {
+        return Some(crate::sizes::CLASS_NAMES[owner as usize - 1]);
+    }
+    let reg = REGISTRY.lock();
+    reg.iter()
+        .filter_map(Weak::upgrade)
+        .find(|c| c.owner == Some(owner))
+        .map(|c| c.name)
+}
+
+/// Every live debugging cache with its keg, for [`debug::verify`].
+pub(crate) fn debug_caches() -> Vec<(Arc<DebugCache>, Arc<CacheKeg>)> {
+    live_caches()
+        .into_iter()
+        .filter_map(|c| Some((c.core.debug.clone()?, c.core.keg.clone())))
+        .collect()
+}
+
 impl Core {
+    /// One buffer from the keg, constructed (and checked when debugging).
+    fn take(&self, wait: Option<Option<Duration>>) -> Result<NonNull<u8>, SlabError> {
+        match &self.debug {
+            Some(d) => debug::cache_alloc(
+                d,
+                &self.keg,
+                self.fill.ctor.as_deref(),
+                &self.fill.ctor_fails,
+                wait,
+            ),
+            None => self.fill.take_one(wait),
+        }
+    }
+
+    #[cold]
+    fn foreign_free(&self, ptr: NonNull<u8>) -> KmemError {
+        match &self.debug {
+            Some(d) => debug::foreign_free(d, ptr, self.layer.owner_of(ptr.as_ptr() as usize)),
+            None => self.bad_free(ptr, "not a buffer of this cache"),
+        }
+    }
+
     #[inline]
     fn per_alloc_ctor(&self, p: NonNull<u8>) -> Result<NonNull<u8>, KmemError> {
         if let Some((ctor, _)) = &self.per_alloc
@@ -411,6 +468,21 @@ impl CacheBuilder {
         self
     }
 
+    /// Debugging for this cache (illumos `kmem_flags` per cache), resolved
+    /// by the seed's rules ([`DebugFlags::resolve`]). A cache with any flag
+    /// left runs without magazines; see [`crate::debug`].
+    pub fn debug(mut self, flags: DebugFlags) -> Self {
+        self.debug = flags;
+        self
+    }
+
+    /// What this cache does when its debugging finds an error, instead of
+    /// the process-wide [`debug::set_action`].
+    pub fn on_error(mut self, action: Action) -> Self {
+        self.on_error = Some(action);
+        self
+    }
+
     /// Builds the cache and registers it for [`crate::stats::caches`].
     ///
     /// # Errors
@@ -425,6 +497,7 @@ impl CacheBuilder {
             why,
         };
         let layer = PageLayer::global();
+        let mut dbg = self.inherit_debug;
         let (keg, owner) = match self.shared {
             Some(shared) => shared,
             None => {
@@ -438,12 +511,30 @@ impl CacheBuilder {
                 let mut b = Keg::builder(name, self.size, self.align)
                     .source(pages)
                     .metadata(Meta);
+                let mut flags = self.debug.resolve(self.size, self.align);
+                if owner.is_none() {
+                    // Firewall blocks come from the page layer, not a custom source.
+                    flags = flags.without(DebugFlags::FIREWALL);
+                }
+                if !flags.is_empty() {
+                    let mut d = DebugCache::new(name, flags, self.size, false);
+                    d.action = self.on_error;
+                    d.align = self.align.max(8);
+                    d.owner = owner.unwrap_or(0);
+                    debug::start_logs(flags);
+                    let d = Arc::new(d);
+                    b = debug::keg_builder(&d, b);
+                    dbg = Some(d);
+                }
                 if let Some(n) = self.limit {
                     b = b.limit(n);
                 }
                 let keg = b
                     .build()
                     .map_err(|_| invalid("no slab layout fits this size and alignment"))?;
+                if let Some(d) = dbg.as_ref().filter(|d| d.tagged()) {
+                    debug_assert_eq!(keg.layout().tag_offset, Some(d.tag_offset()));
+                }
                 (Arc::new(keg), owner)
             }
         };
@@ -455,7 +546,7 @@ impl CacheBuilder {
             (self.ctor, self.dtor, None)
         };
         let fill = Arc::new(Fill::new(keg.clone(), ctor, dtor));
-        let mags = if self.magazines {
+        let mags = if self.magazines && dbg.is_none() {
             let config = Config::new(name, keg.layout().buf_size).mode(self.mode);
             Some(
                 Magazines::new_in(fill.clone(), config, Meta)
@@ -475,6 +566,7 @@ impl CacheBuilder {
             layer,
             alloc_fail: AtomicU64::new(0),
             direct_allocs: AtomicU64::new(0),
+            debug: dbg,
         });
         let mut reg = REGISTRY.lock();
         reg.retain(|w| w.strong_count() > 0);

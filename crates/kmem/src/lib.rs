@@ -66,6 +66,7 @@
 
 mod alloc;
 mod cache;
+pub mod debug;
 pub mod error;
 mod fill;
 mod global;
