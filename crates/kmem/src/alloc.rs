@@ -124,20 +124,21 @@ pub(crate) fn class_keg(c: usize) -> Option<&'static CacheKeg> {
     KEGS.get().map(|k| &k[c])
 }
 
-/// Allocates one buffer of class `c` for a `size`-byte request.
+/// Allocates one buffer of class `c` for a request of `size` bytes at
+/// `align`.
 #[inline]
-pub(crate) fn class_alloc(c: usize, size: usize) -> Option<NonNull<u8>> {
+pub(crate) fn class_alloc(c: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
     match with_pair(c, MagazinePair::alloc_hit) {
         Some(Some(Buf(p))) => Some(p),
-        _ => class_alloc_slow(c, size),
+        _ => class_alloc_slow(c, size, align),
     }
 }
 
 #[cold]
-fn class_alloc_slow(c: usize, size: usize) -> Option<NonNull<u8>> {
+fn class_alloc_slow(c: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
     let depot = &depots()[c];
     // KMEM_DEBUG: debugged classes never load magazines, so they land here.
-    if let Some(r) = crate::debug::hook_alloc(c, &depot.backend().keg, size) {
+    if let Some(r) = crate::debug::hook_alloc(c, &depot.backend().keg, size, align) {
         return r;
     }
     match with_pair(c, |pair| pair.alloc(depot)) {
@@ -185,7 +186,7 @@ pub(crate) fn owner_class(p: NonNull<u8>) -> Option<Option<usize>> {
 #[inline]
 pub(crate) fn alloc_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
     match class_for(size, align) {
-        Some(c) => class_alloc(c, size),
+        Some(c) => class_alloc(c, size, align),
         None => large_alloc(size, align, false),
     }
 }
@@ -302,9 +303,9 @@ pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) -> Result<(), KmemError> 
             unsafe { large_free(ptr, size, 8) }
         }
         (_, Some(o)) => Err(KmemError::WrongSize {
+            actual: crate::debug::wrong_class(o, ptr, size).unwrap_or(CLASS_SIZES[o]),
             addr,
             given: size,
-            actual: CLASS_SIZES[o],
         }),
         (_, None) => Err(bad("size does not match the page-layer block")),
     }

@@ -241,9 +241,27 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
 
     /// Every free buffer of every slab, slab by slab: what a debugger's
     /// walk of the free lists (illumos `::kmem_verify`) checks.
+    ///
+    /// The result is allocated with the keg unlocked (the keg may be the
+    /// one that serves that allocation) and filled under the lock.
     pub fn free_buffers(&self) -> Vec<NonNull<u8>> {
-        let st = self.state.lock();
+        let per = self.layout.bufs_per_slab;
         let mut out = Vec::new();
+        loop {
+            let want = {
+                let st = self.state.lock();
+                st.slabs * per - st.in_use
+            };
+            out.reserve(want);
+            let st = self.state.lock();
+            if st.slabs * per - st.in_use <= out.capacity() {
+                self.collect_free(&st, &mut out);
+                return out;
+            }
+        }
+    }
+
+    fn collect_free(&self, st: &State<A>, out: &mut Vec<NonNull<u8>>) {
         for k in 0..self.layout.bufs_per_slab {
             for slab in st.bins.iter(k) {
                 // SAFETY: list members are live headers; the lock is held.
@@ -255,7 +273,6 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
                 );
             }
         }
-        out
     }
 
     fn find_slab(&self, st: &mut State<A>, id: SlabId) -> Result<NonNull<Slab>, SlabError> {

@@ -108,6 +108,17 @@ impl DebugCache {
         }
     }
 
+    /// The `kmem_alloc` size kept in an allocated buffer's tag.
+    ///
+    /// # Safety
+    ///
+    /// `p` is an allocated buffer of this cache's keg.
+    pub unsafe fn alloc_size(&self, p: NonNull<u8>) -> Option<usize> {
+        // SAFETY: the tag is inside the chunk.
+        let enc = (unsafe { (*self.tag(p)).redzone } >> 32) as u32;
+        size_valid(enc).then(|| size_decode(enc))
+    }
+
     /// Sets up a buffer of a new slab as free (`kmem_slab_create`).
     ///
     /// # Safety

@@ -133,14 +133,21 @@ pub(crate) fn firewalled(size: usize, align: usize) -> bool {
 /// debugged) a plain keg buffer; `None` when debugging is off and the
 /// magazines serve. Debugged classes never load magazines.
 #[inline]
-pub(crate) fn hook_alloc(c: usize, keg: &CacheKeg, size: usize) -> Option<Option<NonNull<u8>>> {
+pub(crate) fn hook_alloc(
+    c: usize,
+    keg: &CacheKeg,
+    size: usize,
+    align: usize,
+) -> Option<Option<NonNull<u8>>> {
     if !classes_debug() {
         return None;
     }
     if firewalled(size, class_align(c)) {
+        // The request's alignment, not the class's: the buffer ends as
+        // close to the guard page as the caller allows.
         return Some(super::firewall::alloc(
             size,
-            class_align(c),
+            align.max(1),
             crate::alloc::owner(c),
         ));
     }
@@ -200,6 +207,25 @@ pub(crate) unsafe fn hook_free(c: usize, keg: &CacheKeg, p: NonNull<u8>, size: u
         Err(r) => raise(r, action, true),
     }
     true
+}
+
+/// `kmem_free` of a class-`c` buffer with a size of another class:
+/// reports `KMERR_BADSIZE` when class `c` debugs, and returns the size the
+/// buffer was allocated with, if its tag knows it.
+#[cold]
+pub(crate) fn wrong_class(c: usize, p: NonNull<u8>, size: usize) -> Option<usize> {
+    let d = class(c)?;
+    let keg = crate::alloc::class_keg(c)?;
+    // Only a live buffer start has a tag worth reading.
+    if keg.buffer_containing(p.as_ptr() as usize).ok()? != (p, true) {
+        return None;
+    }
+    // SAFETY: a live buffer of the class keg.
+    let allocated = unsafe { d.alloc_size(p) }?;
+    let mut r = d.report(ErrorClass::WrongSize, p);
+    r.sizes = Some((size, allocated));
+    raise(r, d.action, true);
+    Some(allocated)
 }
 
 /// A firewalled large block (above the classes), if `KMEM_DEBUG` asks.

@@ -243,7 +243,10 @@ impl<T: Record> Log<T> {
 
     /// Every record kept, oldest first.
     pub fn records(&self) -> Vec<T> {
-        let mut out = Vec::new();
+        // Room for everything first: under `Kmem` with debugging, growing
+        // the vector while a ring is locked would log into that ring.
+        let per_cpu = self.cpus.get(0).lock().cap;
+        let mut out = Vec::with_capacity(per_cpu * self.cpus.len());
         for slot in self.cpus.iter() {
             let r = slot.lock();
             let n = r.written.min(r.cap);
