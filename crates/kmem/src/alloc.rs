@@ -138,7 +138,7 @@ pub(crate) fn class_alloc(c: usize, size: usize, align: usize) -> Option<NonNull
 fn class_alloc_slow(c: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
     let depot = &depots()[c];
     // KMEM_DEBUG: debugged classes never load magazines, so they land here.
-    if let Some(r) = crate::debug::hook_alloc(c, &depot.backend().keg, size, align) {
+    if let Some(r) = crate::debug::hook_alloc(c, depot.backend().keg, size, align) {
         return r;
     }
     match with_pair(c, |pair| pair.alloc(depot)) {
@@ -160,7 +160,7 @@ pub(crate) fn class_free(c: usize, p: NonNull<u8>, size: usize) {
 fn class_free_slow(c: usize, p: NonNull<u8>, size: usize) {
     let depot = &depots()[c];
     // SAFETY: `p` is in a page of class `c`; the caller gives it up.
-    if unsafe { crate::debug::hook_free(c, &depot.backend().keg, p, size) } {
+    if unsafe { crate::debug::hook_free(c, depot.backend().keg, p, size) } {
         return;
     }
     if with_pair(c, |pair| pair.free(depot, Buf(p))).is_none() {

@@ -180,6 +180,10 @@ impl DebugCache {
     /// # Safety
     ///
     /// `p` is a buffer of this cache's keg, just allocated.
+    #[expect(
+        clippy::result_large_err,
+        reason = "a report is the rare, cold outcome; it is built once and raised"
+    )]
     pub unsafe fn on_alloc(&self, p: NonNull<u8>, req: Option<usize>) -> Result<(), Report> {
         // SAFETY: the caller's buffer; its tag is inside the chunk.
         let t = unsafe { &mut *self.tag(p) };
@@ -248,6 +252,10 @@ impl DebugCache {
     /// # Safety
     ///
     /// `p` points into mapped memory; the caller gives it up.
+    #[expect(
+        clippy::result_large_err,
+        reason = "a report is the rare, cold outcome; it is built once and raised"
+    )]
     pub unsafe fn on_free(
         &self,
         p: NonNull<u8>,
@@ -359,6 +367,10 @@ impl DebugCache {
     /// # Safety
     ///
     /// `p` is a free buffer of this cache's keg.
+    #[expect(
+        clippy::result_large_err,
+        reason = "a report is the rare, cold outcome; it is built once and raised"
+    )]
     pub unsafe fn verify_free(&self, p: NonNull<u8>) -> Result<(), Report> {
         // SAFETY: the tag is inside the chunk.
         let t = unsafe { &*self.tag(p) };
@@ -370,9 +382,8 @@ impl DebugCache {
         }
         if self.flags.contains(DebugFlags::DEADBEEF) {
             // SAFETY: the buffer's words.
-            if let Some((off, v)) =
-                unsafe { verify_pattern(FREE_PATTERN, p.as_ptr(), self.verify_words()) }
-            {
+            let bad = unsafe { verify_pattern(FREE_PATTERN, p.as_ptr(), self.verify_words()) };
+            if let Some((off, v)) = bad {
                 return Err(self
                     .report(ErrorClass::Modified, p)
                     .at(off, FREE_PATTERN, v));
