@@ -511,20 +511,9 @@ impl CacheBuilder {
                 let mut b = Keg::builder(name, self.size, self.align)
                     .source(pages)
                     .metadata(Meta);
-                let mut flags = self.debug.resolve(self.size, self.align);
-                if owner.is_none() {
-                    // Firewall blocks come from the page layer, not a custom source.
-                    flags = flags.without(DebugFlags::FIREWALL);
-                }
-                if !flags.is_empty() {
-                    let mut d = DebugCache::new(name, flags, self.size, false);
-                    d.action = self.on_error;
-                    d.align = self.align.max(8);
-                    d.owner = owner.unwrap_or(0);
-                    debug::start_logs(flags);
-                    let d = Arc::new(d);
-                    b = debug::keg_builder(&d, b);
-                    dbg = Some(d);
+                if !self.debug.is_empty() {
+                    let (size, align, act) = (self.size, self.align, self.on_error);
+                    (b, dbg) = debug::setup(name, self.debug, size, align, owner, act, b);
                 }
                 if let Some(n) = self.limit {
                     b = b.limit(n);

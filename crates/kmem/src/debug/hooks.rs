@@ -12,17 +12,42 @@ use kmem_slab::{KegBuilder, SlabError};
 
 use super::checks::DebugCache;
 use super::flags::DebugFlags;
-use super::report::{ErrorClass, Report, raise};
+use super::report::{Action, ErrorClass, Report, raise};
 use crate::Meta;
 use crate::cache::owner_name;
 use crate::error::KmemError;
 use crate::fill::{CacheKeg, Ctor, Dtor, Pages};
 
-/// Adds the tag and the slab-creation setup to a debugging cache's keg.
-pub(crate) fn keg_builder(
-    d: &Arc<DebugCache>,
+/// Resolves a new cache's flags and, if any remain, makes its debug state
+/// and adds the tag and the buffer setup to its keg builder.
+pub(crate) fn setup(
+    name: &'static str,
+    flags: DebugFlags,
+    size: usize,
+    align: usize,
+    owner: Option<u32>,
+    action: Option<Action>,
     b: KegBuilder<Pages, Meta>,
-) -> KegBuilder<Pages, Meta> {
+) -> (KegBuilder<Pages, Meta>, Option<Arc<DebugCache>>) {
+    let mut flags = flags.resolve(size, align);
+    if owner.is_none() {
+        // Firewall blocks come from the page layer, not a custom source.
+        flags = flags.without(DebugFlags::FIREWALL);
+    }
+    if flags.is_empty() {
+        return (b, None);
+    }
+    let mut d = DebugCache::new(name, flags, size, false);
+    d.action = action;
+    d.align = align.max(8);
+    d.owner = owner.unwrap_or(crate::page::NO_OWNER);
+    super::start_logs(flags);
+    let d = Arc::new(d);
+    (keg_builder(&d, b), Some(d))
+}
+
+/// Adds the tag and the slab-creation setup to a debugging cache's keg.
+fn keg_builder(d: &Arc<DebugCache>, b: KegBuilder<Pages, Meta>) -> KegBuilder<Pages, Meta> {
     if !d.tagged() {
         return b;
     }

@@ -90,7 +90,7 @@ pub(crate) use class::{
     class_keg, classes_debug, hook_alloc, hook_free, large_alloc, large_free, wrong_class,
 };
 pub use flags::{DebugFlags, EnvOptions, LITE_MAX_ALIGN};
-pub(crate) use hooks::{alloc as cache_alloc, foreign_free, free as cache_free, keg_builder};
+pub(crate) use hooks::{alloc as cache_alloc, foreign_free, free as cache_free, setup};
 pub use log::{CONTENTS_MAX, Contents, Log, Op, Record, Transaction};
 pub use report::{Action, ErrorClass, Report, action, reports, set_action};
 pub use stack::{Frame, STACK_DEPTH};
