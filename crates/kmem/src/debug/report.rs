@@ -3,6 +3,7 @@
 
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use kmem_sys::sync::Mutex;
 
@@ -209,8 +210,10 @@ impl std::error::Error for Report {}
 /// Reports kept for [`reports`].
 const KEPT: usize = 64;
 
+/// Reports are kept behind `Arc`s so that nothing is allocated or freed
+/// with the lock held (under `Kmem` that could report, and re-lock).
 struct Kept {
-    ring: [Option<Report>; KEPT],
+    ring: [Option<Arc<Report>>; KEPT],
     next: usize,
 }
 
@@ -221,13 +224,12 @@ static KEPT_REPORTS: Mutex<Kept> = Mutex::new(Kept {
 
 /// The last reports found (at most 64), oldest first.
 pub fn reports() -> Vec<Report> {
-    let k = KEPT_REPORTS.lock();
-    let mut v: Vec<Report> = (0..KEPT)
-        .filter_map(|i| k.ring[(k.next + i) % KEPT].clone())
-        .collect();
-    drop(k);
-    v.shrink_to_fit();
-    v
+    let mut kept = Vec::with_capacity(KEPT);
+    {
+        let k = KEPT_REPORTS.lock();
+        kept.extend((0..KEPT).filter_map(|i| k.ring[(k.next + i) % KEPT].clone()));
+    }
+    kept.iter().map(|r| Report::clone(r)).collect()
 }
 
 /// Prints `report`, keeps it, and applies `action` (the cache's, else the
@@ -239,6 +241,7 @@ pub(crate) fn raise(report: Report, cache_action: Option<Action>, global: bool) 
     let text = report.to_string();
     // SAFETY: writing our own buffer to stderr.
     unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+    let report = Arc::new(report);
     let old = {
         let mut k = KEPT_REPORTS.lock();
         let i = k.next;
