@@ -45,7 +45,7 @@ static DEPOTS: OnceLock<[ClassDepot; NUM_CLASSES]> = OnceLock::new();
 
 /// Page-map owner tag of class `c`.
 #[inline]
-fn owner(c: usize) -> u32 {
+pub(crate) fn owner(c: usize) -> u32 {
     c as u32 + 1
 }
 
@@ -58,9 +58,10 @@ fn init() -> &'static [ClassDepot; NUM_CLASSES] {
         }
         let kegs = KEGS.get_or_init(|| {
             core::array::from_fn(|c| {
-                Keg::builder(CLASS_NAMES[c], CLASS_SIZES[c], class_align(c))
+                let b = Keg::builder(CLASS_NAMES[c], CLASS_SIZES[c], class_align(c))
                     .source(Pages::Layer(layer, owner(c)))
-                    .metadata(Meta)
+                    .metadata(Meta);
+                crate::debug::class_keg(c, b)
                     .build()
                     .expect("kmem: every size class has a slab layout")
             })
@@ -195,10 +196,16 @@ fn with_live_thread<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
     })
 }
 
-/// Allocates one buffer of class `c`.
+/// The keg of class `c`, once the classes exist.
+pub(crate) fn class_keg(c: usize) -> Option<&'static CacheKeg> {
+    KEGS.get().map(|k| &k[c])
+}
+
+/// Allocates one buffer of class `c` for a request of `size` bytes at
+/// `align`.
 #[inline]
-pub(crate) fn class_alloc(c: usize) -> Option<NonNull<u8>> {
-    class_alloc_hit(c).or_else(|| class_alloc_slow(c))
+pub(crate) fn class_alloc(c: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
+    class_alloc_hit(c).or_else(|| class_alloc_slow(c, size, align))
 }
 
 /// A buffer of class `c` from this thread's loaded magazine, or `None`
@@ -209,8 +216,12 @@ pub(crate) fn class_alloc_hit(c: usize) -> Option<NonNull<u8>> {
 }
 
 #[cold]
-fn class_alloc_slow(c: usize) -> Option<NonNull<u8>> {
+fn class_alloc_slow(c: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
     let depot = &depots()[c];
+    // KMEM_DEBUG: debugged classes never load magazines, so they land here.
+    if let Some(r) = crate::debug::hook_alloc(c, depot.backend().keg, size, align) {
+        return r;
+    }
     let got = with_live_thread(|t| {
         let b = t.pairs[c].alloc(depot);
         if shares_lines(c) {
@@ -233,12 +244,12 @@ fn class_alloc_slow(c: usize) -> Option<NonNull<u8>> {
     }
 }
 
-/// Frees one buffer of class `c`: into this thread's pair if its line is
-/// this thread's, else into the remote pair.
+/// Frees one buffer of class `c`, allocated for `size` bytes: into this
+/// thread's pair if its line is this thread's, else into the remote pair.
 #[inline]
-pub(crate) fn class_free(c: usize, p: NonNull<u8>) {
+pub(crate) fn class_free(c: usize, p: NonNull<u8>, size: usize) {
     if !class_free_hit(c, p) {
-        class_free_slow(c, p);
+        class_free_slow(c, p, size);
     }
 }
 
@@ -250,8 +261,12 @@ pub(crate) fn class_free_hit(c: usize, p: NonNull<u8>) -> bool {
 }
 
 #[cold]
-fn class_free_slow(c: usize, p: NonNull<u8>) {
+fn class_free_slow(c: usize, p: NonNull<u8>, size: usize) {
     let depot = &depots()[c];
+    // SAFETY: `p` is in a page of class `c`; the caller gives it up.
+    if unsafe { crate::debug::hook_free(c, depot.backend().keg, p, size) } {
+        return;
+    }
     if with_live_thread(|t| t.free_pair(c, p).free(depot, Buf(p))).is_none() {
         // SAFETY: `p` is a buffer of this class's keg, no longer used.
         let r = unsafe { depot.backend().keg.free(p) };
@@ -275,8 +290,36 @@ pub(crate) fn owner_class(p: NonNull<u8>) -> Option<Option<usize>> {
 #[inline]
 pub(crate) fn alloc_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
     match class_for(size, align) {
-        Some(c) => class_alloc(c),
-        None => crate::large::alloc(size, align, false),
+        Some(c) => class_alloc(c, size, align),
+        None => large_alloc(size, align, false),
+    }
+}
+
+/// A block above the classes: firewalled when `KMEM_DEBUG` asks, else
+/// from the large-block cache or the page layer.
+pub(crate) fn large_alloc(size: usize, align: usize, zero: bool) -> Option<NonNull<u8>> {
+    match crate::debug::large_alloc(size, align) {
+        // Firewall blocks are fresh pages, zero already.
+        Some(r) => r,
+        None => crate::large::alloc(size, align, zero),
+    }
+}
+
+/// Frees a block from [`large_alloc`].
+///
+/// # Safety
+///
+/// The caller gives the block up.
+pub(crate) unsafe fn large_free(
+    p: NonNull<u8>,
+    size: usize,
+    align: usize,
+) -> Result<(), KmemError> {
+    // SAFETY: the caller's promise, passed on.
+    match unsafe { crate::debug::large_free(p, size, align) } {
+        Some(r) => r,
+        // SAFETY: as above.
+        None => unsafe { crate::large::free(p, size) },
     }
 }
 
@@ -320,7 +363,7 @@ pub fn kmem_alloc(size: usize) -> Result<NonNull<u8>, KmemError> {
 /// As [`kmem_alloc`].
 pub fn kmem_zalloc(size: usize) -> Result<NonNull<u8>, KmemError> {
     if class_for(size, 8).is_none() && size > 0 {
-        return crate::large::alloc(size, 8, true).ok_or(KmemError::OutOfMemory {
+        return large_alloc(size, 8, true).ok_or(KmemError::OutOfMemory {
             cache: "kmem_alloc",
             size,
         });
@@ -356,17 +399,17 @@ pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) -> Result<(), KmemError> 
     };
     match (class_for(size, 8), owner) {
         (Some(c), Some(o)) if c == o => {
-            class_free(c, ptr);
+            class_free(c, ptr, size);
             Ok(())
         }
         (None, None) if size > 0 => {
             // SAFETY: the caller gives up `ptr`; a wrong size is refused.
-            unsafe { crate::large::free(ptr, size) }
+            unsafe { large_free(ptr, size, 8) }
         }
         (_, Some(o)) => Err(KmemError::WrongSize {
+            actual: crate::debug::wrong_class(o, ptr, size).unwrap_or(CLASS_SIZES[o]),
             addr,
             given: size,
-            actual: CLASS_SIZES[o],
         }),
         (_, None) => Err(bad("size does not match the page-layer block")),
     }

@@ -16,6 +16,7 @@ use kmem_sys::PageSource;
 use kmem_sys::sync::Mutex;
 
 use crate::Meta;
+use crate::debug::{self, Action, DebugCache, DebugFlags};
 use crate::error::KmemError;
 use crate::fill::{Buf, CacheKeg, Ctor, Dtor, Fill, Pages, Shortage};
 use crate::page::PageLayer;
@@ -46,6 +47,8 @@ pub(crate) struct Core {
     layer: &'static PageLayer,
     alloc_fail: AtomicU64,
     direct_allocs: AtomicU64,
+    /// Debugging state; such a cache has no magazines (see [`crate::debug`]).
+    debug: Option<Arc<DebugCache>>,
 }
 
 /// An object cache. Cheap to clone (a shared handle); the cache lives until
@@ -98,6 +101,10 @@ pub struct CacheBuilder {
     limit: Option<usize>,
     /// For a secondary cache: the primary's keg and page-map owner.
     shared: Option<(Arc<CacheKeg>, Option<u32>)>,
+    debug: DebugFlags,
+    on_error: Option<Action>,
+    /// For a secondary of a debugging cache: the primary's debug state.
+    inherit_debug: Option<Arc<DebugCache>>,
 }
 
 impl Cache {
@@ -118,6 +125,9 @@ impl Cache {
             source: None,
             limit: None,
             shared: None,
+            debug: DebugFlags::NONE,
+            on_error: None,
+            inherit_debug: None,
         }
     }
 
@@ -128,6 +138,7 @@ impl Cache {
         let layout = self.core.keg.layout();
         CacheBuilder {
             shared: Some((self.core.keg.clone(), self.core.owner)),
+            inherit_debug: self.core.debug.clone(),
             ..Cache::builder(name, layout.buf_size, layout.align)
         }
     }
@@ -172,7 +183,7 @@ impl Cache {
                 None => return Err(c.failed(c.fill.shortage())),
             },
             None => {
-                let p = c.fill.take_one(None).map_err(|e| c.failed_slab(e))?;
+                let p = c.take(None).map_err(|e| c.failed_slab(e))?;
                 c.direct_allocs.fetch_add(1, Ordering::Relaxed);
                 p
             }
@@ -194,7 +205,7 @@ impl Cache {
             other => return other,
         }
         let c = &*self.core;
-        let p = c.fill.take_one(Some(timeout)).map_err(|e| match e {
+        let p = c.take(Some(timeout)).map_err(|e| match e {
             SlabError::Full { .. } => KmemError::TimedOut { cache: c.name },
             e => c.failed_slab(e),
         })?;
@@ -225,7 +236,7 @@ impl Cache {
         if let Some(owner) = c.owner
             && c.layer.owner_of(ptr.as_ptr() as usize) != Some(owner)
         {
-            return Err(c.bad_free(ptr, "not a buffer of this cache"));
+            return Err(c.foreign_free(ptr));
         }
         // The fast path: room in this thread's loaded magazine, for a cache
         // without per-call destructors.
@@ -255,6 +266,10 @@ impl Cache {
         match &c.mags {
             Some(m) => m.free(Buf(ptr)),
             None => {
+                if let Some(d) = &c.debug {
+                    // SAFETY: the caller's contract, passed on.
+                    return unsafe { debug::cache_free(d, &c.keg, c.fill.dtor.as_deref(), ptr) };
+                }
                 if let Some(dtor) = &c.fill.dtor {
                     dtor(ptr);
                 }
@@ -338,7 +353,49 @@ pub(crate) fn live_caches() -> Vec<Cache> {
         .collect()
 }
 
+/// The name of the cache or size class whose pages carry `owner`.
+pub(crate) fn owner_name(owner: u32) -> Option<&'static str> {
+    if (1..=crate::sizes::NUM_CLASSES as u32).contains(&owner) {
+        return Some(crate::sizes::CLASS_NAMES[owner as usize - 1]);
+    }
+    let reg = REGISTRY.lock();
+    reg.iter()
+        .filter_map(Weak::upgrade)
+        .find(|c| c.owner == Some(owner))
+        .map(|c| c.name)
+}
+
+/// Every live debugging cache with its keg, for [`debug::verify`].
+pub(crate) fn debug_caches() -> Vec<(Arc<DebugCache>, Arc<CacheKeg>)> {
+    live_caches()
+        .into_iter()
+        .filter_map(|c| Some((c.core.debug.clone()?, c.core.keg.clone())))
+        .collect()
+}
+
 impl Core {
+    /// One buffer from the keg, constructed (and checked when debugging).
+    fn take(&self, wait: Option<Option<Duration>>) -> Result<NonNull<u8>, SlabError> {
+        match &self.debug {
+            Some(d) => debug::cache_alloc(
+                d,
+                &self.keg,
+                self.fill.ctor.as_deref(),
+                &self.fill.ctor_fails,
+                wait,
+            ),
+            None => self.fill.take_one(wait),
+        }
+    }
+
+    #[cold]
+    fn foreign_free(&self, ptr: NonNull<u8>) -> KmemError {
+        match &self.debug {
+            Some(d) => debug::foreign_free(d, ptr, self.layer.owner_of(ptr.as_ptr() as usize)),
+            None => self.bad_free(ptr, "not a buffer of this cache"),
+        }
+    }
+
     #[inline]
     fn per_alloc_ctor(&self, p: NonNull<u8>) -> Result<NonNull<u8>, KmemError> {
         if let Some((ctor, _)) = &self.per_alloc
@@ -461,6 +518,21 @@ impl CacheBuilder {
         self
     }
 
+    /// Debugging for this cache (illumos `kmem_flags` per cache), resolved
+    /// by the seed's rules ([`DebugFlags::resolve`]). A cache with any flag
+    /// left runs without magazines; see [`crate::debug`].
+    pub fn debug(mut self, flags: DebugFlags) -> Self {
+        self.debug = flags;
+        self
+    }
+
+    /// What this cache does when its debugging finds an error, instead of
+    /// the process-wide [`debug::set_action`].
+    pub fn on_error(mut self, action: Action) -> Self {
+        self.on_error = Some(action);
+        self
+    }
+
     /// Builds the cache and registers it for [`crate::stats::caches`].
     ///
     /// # Errors
@@ -475,6 +547,7 @@ impl CacheBuilder {
             why,
         };
         let layer = PageLayer::global();
+        let mut dbg = self.inherit_debug;
         let (keg, owner) = match self.shared {
             Some((keg, _)) if crate::moving::has_mover(&keg) => {
                 return Err(invalid(
@@ -493,12 +566,19 @@ impl CacheBuilder {
                 let mut b = Keg::builder(name, self.size, self.align)
                     .source(pages)
                     .metadata(Meta);
+                if !self.debug.is_empty() {
+                    let (size, align, act) = (self.size, self.align, self.on_error);
+                    (b, dbg) = debug::setup(name, self.debug, size, align, owner, act, b);
+                }
                 if let Some(n) = self.limit {
                     b = b.limit(n);
                 }
                 let keg = b
                     .build()
                     .map_err(|_| invalid("no slab layout fits this size and alignment"))?;
+                if let Some(d) = dbg.as_ref().filter(|d| d.tagged()) {
+                    debug_assert_eq!(keg.layout().tag_offset, Some(d.tag_offset()));
+                }
                 (Arc::new(keg), owner)
             }
         };
@@ -510,7 +590,7 @@ impl CacheBuilder {
             (self.ctor, self.dtor, None)
         };
         let fill = Arc::new(Fill::new(keg.clone(), ctor, dtor));
-        let mags = if self.magazines {
+        let mags = if self.magazines && dbg.is_none() {
             let config = Config::new(name, keg.layout().buf_size).mode(self.mode);
             Some(
                 Magazines::new_in(fill.clone(), config, Meta)
@@ -531,6 +611,7 @@ impl CacheBuilder {
             alloc_fail: AtomicU64::new(0),
             direct_allocs: AtomicU64::new(0),
             moving: std::sync::OnceLock::new(),
+            debug: dbg,
         });
         let mut reg = REGISTRY.lock();
         reg.retain(|w| w.strong_count() > 0);

@@ -47,11 +47,14 @@ unsafe impl PageSource for Pages {
     fn alloc_pages(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
         match self {
             Pages::Layer(l, owner) => {
-                l.alloc_owned(size, align, *owner)
+                let p = l
+                    .alloc_owned(size, align, *owner)
                     .map_err(|_| SysError::InvalidSize {
                         op: "kmem_pages",
                         size,
-                    })
+                    })?;
+                crate::debug::log_slab(true, p.as_ptr() as usize, size);
+                Ok(p)
             }
             Pages::Custom(s) => s.alloc_pages(size, align),
         }
@@ -60,6 +63,7 @@ unsafe impl PageSource for Pages {
     unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, align: usize) {
         match self {
             Pages::Layer(l, _) => {
+                crate::debug::log_slab(false, ptr.as_ptr() as usize, size);
                 // SAFETY: the keg returns pages it got from `alloc_pages`.
                 let r = unsafe { l.free(ptr, size) };
                 debug_assert!(r.is_ok(), "{r:?}");

@@ -5,7 +5,8 @@ use core::ptr::{self, NonNull};
 use core::time::Duration;
 
 use crate::alloc::{
-    alloc_aligned, class_alloc_hit, class_free, class_free_hit, owner_class, reap_classes,
+    alloc_aligned, class_alloc_hit, class_free, class_free_hit, large_alloc, large_free,
+    owner_class, reap_classes,
 };
 use crate::sizes::class_for;
 use crate::stats::CacheStats;
@@ -125,10 +126,10 @@ fn dealloc_slow(ptr: *mut u8, layout: Layout) {
     let Some(p) = NonNull::new(ptr) else { return };
     let size = layout.size().max(1);
     match (class_for(size, layout.align()), owner_class(p)) {
-        (Some(c), Some(Some(o))) if c == o => class_free(c, p),
+        (Some(c), Some(Some(o))) if c == o => class_free(c, p, size),
         (None, Some(None)) => {
             // SAFETY: a page-layer block of this size; the caller is done with it.
-            if unsafe { crate::large::free(p, size) }.is_err() {
+            if unsafe { large_free(p, size, layout.align()) }.is_err() {
                 die("bad free of a page-layer block", ptr, layout);
             }
         }
@@ -188,7 +189,7 @@ unsafe impl GlobalAlloc for Kmem {
         let size = layout.size().max(1);
         if class_for(size, layout.align()).is_none() {
             // Fresh page-layer blocks are zero already; cached ones are cleared.
-            return crate::large::alloc(size, layout.align(), true)
+            return large_alloc(size, layout.align(), true)
                 .map_or(ptr::null_mut(), NonNull::as_ptr);
         }
         let Some(p) = alloc_aligned(size, layout.align()) else {
@@ -209,7 +210,8 @@ unsafe impl GlobalAlloc for Kmem {
             (None, None) => crate::large::block_size(old) == crate::large::block_size(new),
             _ => false,
         };
-        if same {
+        // KMEM_DEBUG keeps the requested size in the buffer's tag: move.
+        if same && !crate::debug::classes_debug() {
             return ptr;
         }
         // SAFETY: the new layout keeps the (valid) alignment; size checked non-zero.

@@ -42,6 +42,11 @@
 //!   it), so no thread reuses a line another thread writes.
 //! * [`stats`] prints `::kmastat`-style rows; [`stats::reap_all`] is
 //!   `kmem_reap`; [`reaper`] runs it on the seed's 15 s timer.
+//! * [`debug`] is illumos kmem debugging: [`CacheBuilder::debug`] with the
+//!   seed's `KMF_*` flags (audit, deadbeef, redzone, contents, lite,
+//!   firewall), `kmem_error`'s reports, the transaction, content, failure
+//!   and slab logs, [`debug::verify`], and the `KMEM_DEBUG` environment
+//!   variable for the size classes under [`Kmem`].
 //!
 //! # Kernel shapes in user space
 //!
@@ -70,9 +75,17 @@
 //! `Kmem` dealloc whose layout does not match its block (aborts with a
 //! message: a global allocator must not unwind). Double frees into a
 //! magazine are caught only when the buffer reaches the keg.
+//!
+//! With debugging ([`debug`]): every `KMERR_*` class of the seed — use
+//! after free, redzone, double free, bad address, bad buftag, bad bufctl,
+//! wrong cache, wrong size, free inside a buffer — on every transaction,
+//! reported with the cache, buffer, offset and value, and acted on by
+//! [`debug::Action`]. A debugging cache runs without magazines; caches
+//! without debugging pay nothing for it.
 
 mod alloc;
 mod cache;
+pub mod debug;
 pub mod error;
 mod fill;
 mod global;

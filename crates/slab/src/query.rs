@@ -245,6 +245,68 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
         Ok(())
     }
 
+    /// The buffer whose chunk holds `addr` (any byte of it, tag included)
+    /// and whether it is allocated: illumos `kmem_findslab` plus the
+    /// `kmem_error` arithmetic that finds the real start of a buffer from an
+    /// address inside it. Fails for an address in no slab of this keg or in
+    /// a slab's colour or header bytes.
+    pub fn buffer_containing(&self, addr: usize) -> Result<(NonNull<u8>, bool), SlabError> {
+        let mut st = self.state.lock();
+        let key = addr & !(self.layout.slab_align - 1);
+        let slab = st.hash.find(key).ok_or(SlabError::OutsideSlabs {
+            keg: self.name,
+            addr,
+        })?;
+        // SAFETY: a live header of this keg; the lock is held.
+        let s = unsafe { slab.as_ref() };
+        let chunk = self.layout.chunk_size;
+        let first = s.buf(0, chunk).as_ptr() as usize;
+        let i = addr.wrapping_sub(first) / chunk;
+        if addr < first || i >= s.chunks as usize {
+            return Err(self.bad_buf(
+                crate::slab::BadBuf::Misaligned(addr.wrapping_sub(first) as isize),
+                addr,
+            ));
+        }
+        Ok((s.buf(i, chunk), s.is_allocated(i)))
+    }
+
+    /// Every free buffer of every slab, slab by slab: what a debugger's
+    /// walk of the free lists (illumos `::kmem_verify`) checks.
+    ///
+    /// The result is allocated with the keg unlocked (the keg may be the
+    /// one that serves that allocation) and filled under the lock.
+    pub fn free_buffers(&self) -> Vec<NonNull<u8>> {
+        let per = self.layout.bufs_per_slab;
+        let mut out = Vec::new();
+        loop {
+            let want = {
+                let st = self.state.lock();
+                st.slabs * per - st.in_use
+            };
+            out.reserve(want);
+            let st = self.state.lock();
+            if st.slabs * per - st.in_use <= out.capacity() {
+                self.collect_free(&st, &mut out);
+                return out;
+            }
+        }
+    }
+
+    fn collect_free(&self, st: &State<A>, out: &mut Vec<NonNull<u8>>) {
+        for k in 0..self.layout.bufs_per_slab {
+            for slab in st.bins.iter(k) {
+                // SAFETY: list members are live headers; the lock is held.
+                let s = unsafe { slab.as_ref() };
+                out.extend(
+                    (0..s.chunks as usize)
+                        .filter(|&i| !s.is_allocated(i))
+                        .map(|i| s.buf(i, self.layout.chunk_size)),
+                );
+            }
+        }
+    }
+
     fn find_slab(&self, st: &mut State<A>, id: SlabId) -> Result<NonNull<Slab>, SlabError> {
         st.hash.find(id.0).ok_or(SlabError::UnknownSlab {
             keg: self.name,
