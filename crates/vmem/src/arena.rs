@@ -86,6 +86,7 @@ impl<A: Allocator + Clone> Arena<A> {
 
     // ---- the address-ordered tag list
 
+    #[inline]
     fn link_before(&mut self, t: u32, before: u32) {
         let prev = if before == NIL {
             self.seg_tail
@@ -108,6 +109,7 @@ impl<A: Allocator + Clone> Arena<A> {
     }
 
     /// Unlinks `t` from the address-ordered list and returns it to the pool.
+    #[inline]
     fn unlink(&mut self, t: u32) {
         let (prev, next) = {
             let tag = self.tags.get(t);

@@ -116,7 +116,7 @@ impl FreeLists {
     }
 
     /// Files free tag `t` (size `q` quanta) at the head of its list.
-    #[inline]
+    #[inline(always)]
     pub fn insert<A: Allocator + Clone>(&mut self, tags: &mut TagPool<A>, t: u32, q: usize) {
         let list = list_of(q);
         let old = self.heads[list];
@@ -136,7 +136,7 @@ impl FreeLists {
     }
 
     /// Unlinks free tag `t` (size `q` quanta) from its list.
-    #[inline]
+    #[inline(always)]
     pub fn remove<A: Allocator + Clone>(&mut self, tags: &mut TagPool<A>, t: u32, q: usize) {
         let (prev, next) = {
             let tag = tags.get(t);
