@@ -86,6 +86,7 @@ impl<A: Allocator + Clone> Arena<A> {
 
     // ---- the address-ordered tag list
 
+    #[inline]
     fn link_before(&mut self, t: u32, before: u32) {
         let prev = if before == NIL {
             self.seg_tail
@@ -108,6 +109,7 @@ impl<A: Allocator + Clone> Arena<A> {
     }
 
     /// Unlinks `t` from the address-ordered list and returns it to the pool.
+    #[inline]
     fn unlink(&mut self, t: u32) {
         let (prev, next) = {
             let tag = self.tags.get(t);
@@ -318,16 +320,15 @@ impl<A: Allocator + Clone> Arena<A> {
         };
         // The common case: the front of a larger segment whose remainder
         // stays in the same list, so it need not move between lists.
-        if x == start
-            && tsize > size
-            && list_of(self.quanta(tsize)) == list_of(self.quanta(tsize - size))
-        {
+        let list = list_of(self.quanta(tsize));
+        if x == start && tsize > size && list == list_of(self.quanta(tsize - size)) {
             let tag = self.tags.get_mut(t);
             tag.start += size;
             tag.size -= size;
             return self.mark_busy_before(t, x, size);
         }
-        self.unfile_free(t);
+        self.free.remove_from(&mut self.tags, t, list);
+        self.n_free_segs -= 1;
         if x != start {
             let front = self.tags.take(Kind::Free, start, x - start);
             self.link_before(front, t);
@@ -452,14 +453,14 @@ impl<A: Allocator + Clone> Arena<A> {
 
     /// Sets the size of free tag `t` (on its list), moving it to another
     /// list only if its size class changed.
-    #[inline]
+    #[inline(always)]
     fn resize_free(&mut self, t: u32, new_size: usize) {
-        let old_q = self.quanta(self.tags.get(t).size);
-        let new_q = self.quanta(new_size);
-        if list_of(old_q) != list_of(new_q) {
-            self.free.remove(&mut self.tags, t, old_q);
+        let old_list = list_of(self.quanta(self.tags.get(t).size));
+        let new_list = list_of(self.quanta(new_size));
+        if old_list != new_list {
+            self.free.remove_from(&mut self.tags, t, old_list);
             self.tags.get_mut(t).size = new_size;
-            self.free.insert(&mut self.tags, t, new_q);
+            self.free.insert_on(&mut self.tags, t, new_list);
         } else {
             self.tags.get_mut(t).size = new_size;
         }

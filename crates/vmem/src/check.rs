@@ -20,6 +20,35 @@ impl<A: Allocator + Clone> Arena<A> {
             })
         };
         let qmask = self.quantum() - 1;
+        // Links may be corrupt: follow them only through the checked lookup.
+        let at = |t: u32| match self.tags.checked(t) {
+            Some(tag) => Ok(tag),
+            None => Err(VmemError::Corrupt {
+                arena: self.name,
+                addr: t as usize,
+                what: "a link names no tag of the pool (address = index)",
+            }),
+        };
+
+        // 0. The busy hash's chains, walked before step 1 looks tags up in
+        // it; its count is compared with the busy segments after step 1.
+        let mut hashed = 0;
+        let mut wrong = None;
+        match self.hash.for_each(&self.tags, |t| {
+            hashed += 1;
+            if self.tags.get(t).kind() != Kind::Busy && wrong.is_none() {
+                wrong = Some(self.tags.get(t).start);
+            }
+        }) {
+            Ok(()) => {}
+            Err(Some(addr)) => {
+                return corrupt(addr, "a busy segment is filed in the wrong hash bucket");
+            }
+            Err(None) => return corrupt(0, "a busy hash chain names no tag of the pool"),
+        }
+        if let Some(addr) = wrong {
+            return corrupt(addr, "the busy hash holds a tag that is not busy");
+        }
 
         // 1. The address-ordered list: spans tiled exactly by segments.
         let (mut total, mut inuse, mut imported) = (0usize, 0usize, 0usize);
@@ -31,7 +60,7 @@ impl<A: Allocator + Clone> Arena<A> {
         let (mut prev, mut prev_kind) = (NIL, Kind::Unused);
         let mut t = self.seg_head;
         while t != NIL {
-            let tag = self.tags.get(t);
+            let tag = at(t)?;
             let at = tag.start;
             linked += 1;
             if linked > self.tags.capacity() {
@@ -111,12 +140,12 @@ impl<A: Allocator + Clone> Arena<A> {
         // 2. The span list holds the same spans, in address order.
         let (mut n, mut prev, mut t) = (0, NIL, self.span_head);
         while t != NIL {
-            let tag = self.tags.get(t);
+            let tag = at(t)?;
             n += 1;
             if !tag.kind().is_span() || tag.lprev() != prev || n > spans {
                 return corrupt(tag.start, "the span list is broken");
             }
-            if prev != NIL && self.tags.get(prev).end() >= tag.start {
+            if prev != NIL && at(prev)?.end() >= tag.start {
                 return corrupt(tag.start, "the span list is out of address order");
             }
             prev = t;
@@ -137,7 +166,7 @@ impl<A: Allocator + Clone> Arena<A> {
                 );
             }
             while t != NIL {
-                let tag = self.tags.get(t);
+                let tag = at(t)?;
                 listed += 1;
                 if listed > free {
                     return corrupt(tag.start, "the free lists hold more tags than are free");
@@ -157,19 +186,6 @@ impl<A: Allocator + Clone> Arena<A> {
         }
 
         // 4. The busy hash holds exactly the busy segments.
-        let mut hashed = 0;
-        let mut wrong = None;
-        if let Err(addr) = self.hash.for_each(&self.tags, |t| {
-            hashed += 1;
-            if self.tags.get(t).kind() != Kind::Busy && wrong.is_none() {
-                wrong = Some(self.tags.get(t).start);
-            }
-        }) {
-            return corrupt(addr, "a busy segment is filed in the wrong hash bucket");
-        }
-        if let Some(addr) = wrong {
-            return corrupt(addr, "the busy hash holds a tag that is not busy");
-        }
         if hashed != busy || self.hash.len() != busy {
             return corrupt(0, "the busy hash count disagrees with the busy segments");
         }
@@ -178,15 +194,15 @@ impl<A: Allocator + Clone> Arena<A> {
         let (mut unused, mut t) = (0, self.tags.unused_head());
         while t != NIL {
             unused += 1;
-            if unused > self.tags.n_unused() || self.tags.get(t).kind() != Kind::Unused {
+            if unused > self.tags.n_unused() || at(t)?.kind() != Kind::Unused {
                 return corrupt(0, "the unused tag stack is broken");
             }
-            t = self.tags.get(t).lnext;
+            t = at(t)?.lnext;
         }
         if unused != self.tags.n_unused() || linked + unused != self.tags.capacity() {
             return corrupt(0, "boundary tags were lost");
         }
-        if self.rotor != NIL && self.tags.get(self.rotor).kind() == Kind::Unused {
+        if self.rotor != NIL && at(self.rotor)?.kind() == Kind::Unused {
             return corrupt(0, "the next-fit cursor names an unused tag");
         }
         Ok(())

@@ -116,9 +116,15 @@ impl FreeLists {
     }
 
     /// Files free tag `t` (size `q` quanta) at the head of its list.
-    #[inline]
+    #[inline(always)]
     pub fn insert<A: Allocator + Clone>(&mut self, tags: &mut TagPool<A>, t: u32, q: usize) {
-        let list = list_of(q);
+        self.insert_on(tags, t, list_of(q));
+    }
+
+    /// Files free tag `t` at the head of `list`, which must be
+    /// [`list_of`] its size in quanta (callers that know it skip the sum).
+    #[inline(always)]
+    pub fn insert_on<A: Allocator + Clone>(&mut self, tags: &mut TagPool<A>, t: u32, list: usize) {
         let old = self.heads[list];
         {
             let tag = tags.get_mut(t);
@@ -136,8 +142,20 @@ impl FreeLists {
     }
 
     /// Unlinks free tag `t` (size `q` quanta) from its list.
-    #[inline]
+    #[inline(always)]
     pub fn remove<A: Allocator + Clone>(&mut self, tags: &mut TagPool<A>, t: u32, q: usize) {
+        self.remove_from(tags, t, list_of(q));
+    }
+
+    /// Unlinks free tag `t` from `list`, which must be [`list_of`] its size
+    /// in quanta.
+    #[inline(always)]
+    pub fn remove_from<A: Allocator + Clone>(
+        &mut self,
+        tags: &mut TagPool<A>,
+        t: u32,
+        list: usize,
+    ) {
         let (prev, next) = {
             let tag = tags.get(t);
             debug_assert_eq!(tag.kind(), Kind::Free);
@@ -149,7 +167,6 @@ impl FreeLists {
         if prev != NIL {
             tags.get_mut(prev).lnext = next;
         } else {
-            let list = list_of(q);
             debug_assert_eq!(self.heads[list], t);
             self.heads[list] = next;
             if next == NIL {

@@ -29,9 +29,16 @@
 //!
 //! **Busy hash.** Busy segments are found by address in a chained hash whose
 //! chains run through the tags (`vm_hashlist`, `bt_lookupbusy`). It grows
-//! and shrinks at insert and remove to keep one to four buckets per busy
-//! segment — the seed's `vmem_periodic` rule without its ten-second callout
-//! or its 128 Ki bucket cap (`hash.rs`).
+//! and shrinks at insert and remove to keep two to eight buckets per busy
+//! segment — the seed's `vmem_periodic` rule at half its load, without its
+//! ten-second callout or its 128 Ki bucket cap (`hash.rs`).
+//!
+//! **Tag indices.** The hot paths index the tag array without bounds
+//! checks: every index they follow was handed out by the pool (which never
+//! shrinks) or copied from a link, and links are tested against the null
+//! index first; debug builds assert it. [`Vmem::check`] follows links
+//! through a checked lookup instead, so it reports a corrupt link as an
+//! error (`tag.rs`).
 //!
 //! **Placing a request** (`arena.rs`, `fit.rs`, after `vmem_xalloc`):
 //! - [`Policy::InstantFit`] takes a segment of the first non-empty seed

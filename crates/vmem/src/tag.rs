@@ -128,14 +128,39 @@ impl<A: Allocator + Clone> TagPool<A> {
         }
     }
 
+    /// Tag `i`, which must be a tag of this pool (never [`NIL`]).
+    ///
+    /// Unchecked in release builds: the arena reaches tags only through
+    /// indices the pool handed out ([`take`](Self::take), the unused stack)
+    /// and links copied from them, the pool never shrinks, and every link
+    /// is tested against [`NIL`] before it is followed. Debug builds assert
+    /// it.
     #[inline(always)]
     pub fn get(&self, i: u32) -> &Tag {
-        &self.tags[i as usize]
+        debug_assert!(
+            (i as usize) < self.tags.len(),
+            "vmem: tag {i} out of the pool"
+        );
+        // SAFETY: by the pool invariant above `i < self.tags.len()`: every
+        // index was handed out by this pool, which never shrinks.
+        unsafe { self.tags.get_unchecked(i as usize) }
     }
 
+    /// Tag `i` to change; the same contract as [`get`](Self::get).
     #[inline(always)]
     pub fn get_mut(&mut self, i: u32) -> &mut Tag {
-        &mut self.tags[i as usize]
+        debug_assert!(
+            (i as usize) < self.tags.len(),
+            "vmem: tag {i} out of the pool"
+        );
+        // SAFETY: as in `get`: `i` came from this pool, which never shrinks.
+        unsafe { self.tags.get_unchecked_mut(i as usize) }
+    }
+
+    /// Tag `i` if it is in the pool: for `check`, which follows links that
+    /// may be corrupt.
+    pub fn checked(&self, i: u32) -> Option<&Tag> {
+        self.tags.get(i as usize)
     }
 
     /// Makes sure `n` tags can be taken without allocating (the seed's
