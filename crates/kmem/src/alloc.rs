@@ -469,8 +469,17 @@ pub(crate) fn class_stats() -> Vec<CacheStats> {
             });
             m.counts.add(&counts);
             m.cached += cached;
-            (k.slab_creates > 0)
-                .then(|| CacheStats::from_parts(k.name, &k, Some(&m), k.alloc_fails))
+            // A class debugged by KMEM_DEBUG runs without magazines: its
+            // allocations are the keg's.
+            let debugged = crate::debug::debugged_class(c).is_some();
+            (k.slab_creates > 0).then(|| {
+                let mut s =
+                    CacheStats::from_parts(k.name, &k, (!debugged).then_some(&m), k.alloc_fails);
+                if debugged {
+                    s.allocs = k.allocs;
+                }
+                s
+            })
         })
         .collect()
 }

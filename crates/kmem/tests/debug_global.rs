@@ -81,6 +81,11 @@ fn run_scenario() {
             drop(v);
             assert!(debug::verify().is_empty(), "{:#?}", debug::verify());
             assert_eq!(debug::reports().len(), 1);
+            // A debugged class has no magazines: its row counts the keg's
+            // allocations (two above, at least).
+            let rows = kmem::stats::caches();
+            let row = rows.iter().find(|r| r.name == "kmem_alloc_112").unwrap();
+            assert!(row.allocs >= 2 && row.magazine_hits == 0, "{row:?}");
             println!("kmem_alloc checks passed");
         }
         other => panic!("unknown scenario {other}"),

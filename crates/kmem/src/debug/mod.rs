@@ -87,7 +87,8 @@ mod tag;
 pub(crate) use checks::{DebugCache, log_slab};
 pub use class::env_options;
 pub(crate) use class::{
-    class_keg, classes_debug, hook_alloc, hook_free, large_alloc, large_free, wrong_class,
+    class as debugged_class, class_keg, classes_debug, hook_alloc, hook_free, large_alloc,
+    large_free, wrong_class,
 };
 pub use flags::{DebugFlags, EnvOptions, LITE_MAX_ALIGN};
 pub(crate) use hooks::{alloc as cache_alloc, foreign_free, free as cache_free, setup};
