@@ -1,6 +1,7 @@
 //! kmem-sys: the costs every allocator above it pays for OS plumbing.
 //!
-//! * `current cpu`: `kmem_sys::current_cpu` beside a thread-local read (the
+//! * `current cpu`: `kmem_sys::current_cpu` (the rseq `cpu_id` load) beside
+//!   `sched_getcpu` (the vDSO call it replaces), a thread-local read (the
 //!   per-thread alternative) and `std::thread::current().id()`.
 //! * `page map+unmap`: an `OsPages` page against the system allocator's
 //!   page-sized malloc+free.
@@ -18,6 +19,10 @@ fn cpu(c: &mut Criterion) {
     let mut g = c.benchmark_group("sys");
     g.bench_function(id("current cpu", "kmem-sys"), |b| {
         b.iter(|| black_box(current_cpu()))
+    });
+    g.bench_function(id("current cpu", "sched_getcpu"), |b| {
+        // SAFETY: sched_getcpu has no preconditions.
+        b.iter(|| black_box(unsafe { libc::sched_getcpu() }))
     });
     g.bench_function(id("current cpu", "thread-local"), |b| {
         b.iter(|| black_box(thread_slot()))

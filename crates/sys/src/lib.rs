@@ -8,8 +8,11 @@
 //!
 //! * **Which CPU am I on?** The illumos and UMA fast paths index per-CPU state
 //!   with the current CPU (`CPU->cpu_cache_offset`, `curcpu`). [`current_cpu`]
-//!   answers with `sched_getcpu` on Linux, or a stable per-thread slot
-//!   ([`thread_slot`]) where there is no such call. The answer is a hint — a
+//!   answers with one load of the `cpu_id` the kernel keeps in the thread's
+//!   restartable-sequences area (Linux, glibc ≥ 2.35, x86_64/aarch64; found
+//!   through glibc's `__rseq_offset`, looked up once with `dlsym`), else with
+//!   `sched_getcpu`, else with a stable per-thread slot ([`thread_slot`])
+//!   where there is no such call. The answer is a hint — a
 //!   thread can migrate right after — so state indexed by it must still be
 //!   locked or owned; [`PerCpu`] places the slots and leaves that to `T`.
 //! * **How many CPUs, how big is a page?** [`cpu_count`] and [`page_size`],
@@ -62,6 +65,11 @@ mod name;
 mod page;
 mod percpu;
 mod reserve;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod rseq;
 mod source;
 pub mod sync;
 
