@@ -52,7 +52,7 @@
 //!
 //! | illumos / FreeBSD               | here |
 //! |---------------------------------|------|
-//! | per-CPU `kmem_cpu_cache_t`      | per-thread magazine pairs by default (no lock or atomic on a hit; flushed at thread exit); per-CPU slots by `sched_getcpu` with [`Mode::PerCpu`] |
+//! | per-CPU `kmem_cpu_cache_t`      | per-thread magazine pairs by default (no lock or atomic on a hit; flushed at thread exit); per-CPU slots by `kmem_sys::current_cpu` (rseq) with [`Mode::PerCpu`] |
 //! | `KM_SLEEP` / `M_WAITOK`         | [`Cache::alloc_wait`] with an optional timeout |
 //! | `KM_NOSLEEP` returning `NULL`   | `Result<_, KmemError>` |
 //! | kernel heap arena               | one `mmap(PROT_NONE, MAP_NORESERVE)` reservation of up to 256 GiB |

@@ -2,7 +2,7 @@
 //! pairs, or both.
 //!
 //! The per-CPU slots are the seed's `cache_cpu[]` (`KMEM_CPU_CACHE`): one
-//! [`MagazinePair`] per CPU behind a lock, indexed by `sched_getcpu`. In
+//! [`MagazinePair`] per CPU behind a lock, indexed by `kmem_sys::current_cpu`. In
 //! [`Mode::PerThread`] each thread gets its own pair through the registry in
 //! [`crate::thread`]; the slots remain as the fallback for a thread whose
 //! table is gone (thread teardown) or when every registry id is taken.

@@ -11,8 +11,8 @@ use crate::magtype::{MAX_ROUNDS, MagazineType};
 /// [`Magazines::free`](crate::Magazines::free).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
-    /// The seed's shape: one locked slot per CPU, found with `sched_getcpu`.
-    /// Exact per-CPU statistics; ≈20 ns a pair (CPU id + lock).
+    /// The seed's shape: one locked slot per CPU, found with `kmem_sys::current_cpu`.
+    /// Exact per-CPU statistics; ≈15 ns a pair (CPU id + lock).
     PerCpu,
     /// One magazine pair per thread in a thread-local table: a hit takes no
     /// lock and no atomic read-modify-write. The default.
