@@ -168,13 +168,14 @@ impl Drop for ExitHook {
 /// Runs `f` on this thread's cache.
 #[inline(always)]
 fn with_thread<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
-    THREAD.with(|t| {
-        // SAFETY: only this thread reaches its cache, and `f` never
-        // re-enters the allocator: magazine hits call nothing, and the
-        // depot, keg and page layer under a pair never allocate through
-        // the global allocator.
-        f(unsafe { &mut *t.get() })
-    })
+    // Only the address comes out of `LocalKey::with` (a tiny closure the
+    // compiler always inlines); the table has no destructor, so the address
+    // stays valid for the whole life of the thread.
+    let t: *mut ManuallyDrop<ThreadCache> = THREAD.with(UnsafeCell::get);
+    // SAFETY: only this thread reaches its cache, and `f` never re-enters
+    // the allocator: magazine hits call nothing, and the depot, keg and
+    // page layer under a pair never allocate through the global allocator.
+    f(unsafe { &mut *t })
 }
 
 /// Runs `f` on this thread's cache if it may still take magazines from a

@@ -238,6 +238,20 @@ impl Cache {
         {
             return Err(c.foreign_free(ptr));
         }
+        // SAFETY: the caller's promise; the owner was just checked.
+        unsafe { self.free_checked(ptr) }
+    }
+
+    /// [`free`](Self::free) of a buffer known to be this cache's (an
+    /// [`Obj`](crate::Obj) handle's), without the page-map check.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` came from [`alloc`](Self::alloc) on this cache (or one sharing
+    /// its keg), is in its constructed state and is not used afterwards.
+    #[inline]
+    pub(crate) unsafe fn free_checked(&self, ptr: NonNull<u8>) -> Result<(), KmemError> {
+        let c = &*self.core;
         // The fast path: room in this thread's loaded magazine, for a cache
         // without per-call destructors.
         if c.per_alloc.is_none()
@@ -246,7 +260,7 @@ impl Cache {
         {
             return Ok(());
         }
-        // SAFETY: forwarding the caller's promise; the owner was checked.
+        // SAFETY: forwarding the caller's promise.
         unsafe { self.free_slow(ptr) }
     }
 

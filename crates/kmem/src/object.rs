@@ -143,8 +143,9 @@ impl<T: Send + 'static> DerefMut for Obj<'_, T> {
 impl<T: Send + 'static> Drop for Obj<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: the object came from this cache and the handle is gone.
-        let r = unsafe { self.cache.cache.free(self.ptr.cast()) };
+        // SAFETY: the object came from this cache (so the page-map check
+        // can be skipped) and the handle is gone.
+        let r = unsafe { self.cache.cache.free_checked(self.ptr.cast()) };
         debug_assert!(r.is_ok(), "{r:?}");
     }
 }
