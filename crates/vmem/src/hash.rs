@@ -27,17 +27,34 @@ pub(crate) struct BusyHash<A: Allocator + Clone> {
     /// Quantum shift: low address bits are always zero, drop them first.
     qshift: u32,
     count: usize,
+    /// The count at which the table doubles (half the buckets) and below
+    /// which it shrinks (an eighth; 0 at the smallest size): kept beside
+    /// the count so insert and remove test one bound, not recompute it.
+    grow_at: usize,
+    shrink_below: usize,
 }
 
 impl<A: Allocator + Clone> BusyHash<A> {
     pub fn new(alloc: A, qshift: u32) -> Result<Self, ()> {
         let buckets = Self::table(alloc, MIN_BUCKETS)?;
-        Ok(BusyHash {
+        let mut hash = BusyHash {
             buckets,
-            shift: 64 - MIN_BUCKETS.trailing_zeros(),
+            shift: 0,
             qshift,
             count: 0,
-        })
+            grow_at: 0,
+            shrink_below: 0,
+        };
+        hash.set_bounds();
+        Ok(hash)
+    }
+
+    /// Derives the hash shift and the resize bounds from the table size.
+    fn set_bounds(&mut self) {
+        let n = self.buckets.len();
+        self.shift = 64 - n.trailing_zeros();
+        self.grow_at = n / 2;
+        self.shrink_below = if n > MIN_BUCKETS { n / 8 } else { 0 };
     }
 
     fn table(alloc: A, n: usize) -> Result<Vec<u32, A>, ()> {
@@ -91,7 +108,7 @@ impl<A: Allocator + Clone> BusyHash<A> {
         tags.get_mut(t).lnext = self.buckets[b];
         self.buckets[b] = t;
         self.count += 1;
-        if self.count >= self.buckets.len() / 2 {
+        if self.count >= self.grow_at {
             self.resize(tags, self.buckets.len() * 2);
         }
     }
@@ -124,7 +141,7 @@ impl<A: Allocator + Clone> BusyHash<A> {
             tags.get_mut(prev).lnext = next;
         }
         self.count -= 1;
-        if self.count < self.buckets.len() / 8 && self.buckets.len() > MIN_BUCKETS {
+        if self.count < self.shrink_below {
             let want = (4 * self.count + 1).next_power_of_two().max(MIN_BUCKETS);
             self.resize(tags, want);
         }
@@ -136,7 +153,7 @@ impl<A: Allocator + Clone> BusyHash<A> {
             return;
         };
         let old = core::mem::replace(&mut self.buckets, new);
-        self.shift = 64 - n.trailing_zeros();
+        self.set_bounds();
         for &head in old.iter() {
             let mut t = head;
             while t != NIL {
