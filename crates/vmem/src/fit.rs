@@ -68,6 +68,9 @@ pub(crate) struct Request {
     pub nocross: usize,
     pub lo: usize,
     pub hi: usize,
+    /// Whether any free segment of at least `size` bytes satisfies it:
+    /// decided once when the request is made, not per counted allocation.
+    pub plain: bool,
 }
 
 impl Request {
@@ -81,13 +84,8 @@ impl Request {
             nocross: 0,
             lo: 0,
             hi: usize::MAX,
+            plain: true,
         }
-    }
-
-    /// Whether any free segment of at least `size` bytes satisfies it.
-    #[inline]
-    pub fn is_plain(&self, quantum: usize) -> bool {
-        self.align == quantum && self.nocross == 0 && self.lo == 0 && self.hi == usize::MAX
     }
 
     /// Checks `c` for a request of `size` (already rounded) bytes, refusing
@@ -143,6 +141,7 @@ impl Request {
             nocross: c.nocross,
             lo: c.min_addr,
             hi,
+            plain: align == quantum && c.nocross == 0 && c.min_addr == 0 && hi == usize::MAX,
         })
     }
 

@@ -111,9 +111,7 @@ impl<A: Allocator + Clone> Arena<A> {
             Policy::BestFit => c.best_fit += 1,
             Policy::NextFit => c.next_fit += 1,
         }
-        if !req.is_plain(1 << self.qshift) {
-            c.constrained += 1;
-        }
+        c.constrained += u64::from(!req.plain);
     }
 
     /// The size of the largest free segment.
