@@ -250,9 +250,16 @@ impl<A: Allocator + Clone> Arena<A> {
     fn instant_fit(&mut self, req: &Request) -> Option<(u32, usize)> {
         let mut from = instant_list(self.quanta(req.size));
         while let Some(list) = self.free.first_nonempty(from) {
-            let tag = self.tags.get(self.free.head(list));
+            let head = self.free.head(list);
+            let tag = self.tags.get(head);
+            // Every member of this list holds the size, so a plain request
+            // takes the head's start without the constraint arithmetic.
+            if req.plain {
+                debug_assert_eq!(req.place(tag.start, tag.end()), Some(tag.start));
+                return Some((head, tag.start));
+            }
             if let Some(x) = req.place(tag.start, tag.end()) {
-                return Some((self.free.head(list), x));
+                return Some((head, x));
             }
             from = list + 1;
         }
@@ -268,10 +275,13 @@ impl<A: Allocator + Clone> Arena<A> {
             let mut t = self.free.head(list);
             while t != NIL {
                 let tag = self.tags.get(t);
-                if tag.size >= req.size
-                    && let Some(x) = req.place(tag.start, tag.end())
-                {
-                    return Some((t, x));
+                if tag.size >= req.size {
+                    if req.plain {
+                        return Some((t, tag.start));
+                    }
+                    if let Some(x) = req.place(tag.start, tag.end()) {
+                        return Some((t, x));
+                    }
                 }
                 t = tag.lnext;
             }
