@@ -7,6 +7,15 @@
 //! it grows (by an eighth, so capacity stays close to use); it never shrinks,
 //! and unused tags form a stack threaded through `lnext` (the seed's
 //! `vm_freetags`).
+//!
+//! Every tag starts on a 32-byte boundary, so a tag is half a cache line and
+//! a cold tag costs one miss, never two. The array is allocated in 16-byte
+//! halves with one half to spare, and the tags start at the first 32-byte
+//! boundary in it: the allocator sees 16-byte alignment, so growing it stays
+//! a `realloc` (which glibc does with `mremap` for a large array) instead
+//! of the allocate-copy-free an over-aligned layout would force.
+
+use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec;
@@ -52,17 +61,13 @@ impl Kind {
     }
 }
 
-/// One boundary tag: 32 bytes, aligned to 32 so that a tag is always one
-/// half of a cache line and never straddles two (the array's allocation
-/// is only 16-aligned otherwise, which put every other tag across a line
-/// boundary: two misses instead of one for a cold tag).
+/// One boundary tag: 32 bytes, placed by the pool on a 32-byte boundary.
 ///
 /// `prev`/`next` link every tag in address order (spans before the segments
 /// that tile them). `lnext`/`lprev` link a free segment into its free list, a
 /// busy segment into its hash chain (`lnext` only), a span into the span list,
 /// or an unused tag into the unused stack.
 #[derive(Clone, Copy, Debug)]
-#[repr(align(32))]
 pub(crate) struct Tag {
     pub start: usize,
     pub size: usize,
@@ -116,17 +121,36 @@ impl Tag {
     }
 }
 
+/// The unit the tag array is allocated in: half a tag.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Half([u64; 2]);
+
 /// The tag array with its unused stack.
 pub(crate) struct TagPool<A: Allocator + Clone> {
-    tags: Vec<Tag, A>,
+    /// `2 * len + 1` halves once allocated; the tags are the `2 * len`
+    /// starting at `base`.
+    halves: Vec<Half, A>,
+    /// The first tag: the first 32-byte boundary in `halves`.
+    base: NonNull<Tag>,
+    /// Tags in the array.
+    len: usize,
     unused: u32,
     n_unused: usize,
 }
 
+// SAFETY: `base` points into `halves`, which the pool owns; it is a cache of
+// where the tags start, shared and sent exactly as the `Vec` is.
+unsafe impl<A: Allocator + Clone + Send> Send for TagPool<A> {}
+// SAFETY: as for `Send`: `&TagPool` only reads through `base`.
+unsafe impl<A: Allocator + Clone + Sync> Sync for TagPool<A> {}
+
 impl<A: Allocator + Clone> TagPool<A> {
     pub fn new(alloc: A) -> Self {
         TagPool {
-            tags: Vec::new_in(alloc),
+            halves: Vec::new_in(alloc),
+            base: NonNull::dangling(),
+            len: 0,
             unused: NIL,
             n_unused: 0,
         }
@@ -141,30 +165,26 @@ impl<A: Allocator + Clone> TagPool<A> {
     /// it.
     #[inline(always)]
     pub fn get(&self, i: u32) -> &Tag {
-        debug_assert!(
-            (i as usize) < self.tags.len(),
-            "vmem: tag {i} out of the pool"
-        );
-        // SAFETY: by the pool invariant above `i < self.tags.len()`: every
-        // index was handed out by this pool, which never shrinks.
-        unsafe { self.tags.get_unchecked(i as usize) }
+        debug_assert!((i as usize) < self.len, "vmem: tag {i} out of the pool");
+        // SAFETY: by the pool invariant above `i < self.len`: every index
+        // was handed out by this pool, which never shrinks, and `base`
+        // starts `len` initialised tags inside `halves`.
+        unsafe { self.base.add(i as usize).as_ref() }
     }
 
     /// Tag `i` to change; the same contract as [`get`](Self::get).
     #[inline(always)]
     pub fn get_mut(&mut self, i: u32) -> &mut Tag {
-        debug_assert!(
-            (i as usize) < self.tags.len(),
-            "vmem: tag {i} out of the pool"
-        );
-        // SAFETY: as in `get`: `i` came from this pool, which never shrinks.
-        unsafe { self.tags.get_unchecked_mut(i as usize) }
+        debug_assert!((i as usize) < self.len, "vmem: tag {i} out of the pool");
+        // SAFETY: as in `get`: `i` came from this pool, which never shrinks;
+        // `&mut self` makes the reference unique.
+        unsafe { self.base.add(i as usize).as_mut() }
     }
 
     /// Tag `i` if it is in the pool: for `check`, which follows links that
     /// may be corrupt.
     pub fn checked(&self, i: u32) -> Option<&Tag> {
-        self.tags.get(i as usize)
+        ((i as usize) < self.len).then(|| self.get(i))
     }
 
     /// Makes sure `n` tags can be taken without allocating (the seed's
@@ -179,20 +199,51 @@ impl<A: Allocator + Clone> TagPool<A> {
 
     #[cold]
     fn grow(&mut self) -> Result<(), ()> {
-        let base = self.tags.len();
+        let base = self.len;
         let more = (base / 8).max(CHUNK).min(NIL as usize - base);
         if more == 0 {
             return Err(());
         }
-        self.tags.try_reserve_exact(more).map_err(drop)?;
-        self.tags.resize(base + more, Tag::UNUSED);
+        let old_off = self.offset();
+        let halves = 2 * (base + more) + 1;
+        self.halves
+            .try_reserve_exact(halves - self.halves.len())
+            .map_err(drop)?;
+        self.halves.resize(halves, Half([0; 2]));
+        let start = self.halves.as_mut_ptr();
+        // `start` is 16-aligned: the tags begin one half in or at once.
+        let off = (start as usize / size_of::<Half>()) & 1;
+        if off != old_off && base > 0 {
+            // SAFETY: the old tags are the `2 * base` halves at `old_off`;
+            // both ranges lie in the `2 * base + 1` halves the buffer held
+            // before it grew, and `copy` allows them to overlap.
+            unsafe { ptr::copy(start.add(old_off), start.add(off), 2 * base) };
+        }
+        // SAFETY: `off + 2 * (base + more) <= halves`, so the tags from
+        // `start + off` lie in the buffer, at a 32-byte boundary.
+        self.base = unsafe { NonNull::new_unchecked(start.add(off).cast::<Tag>()) };
         // Thread the new tags onto the unused stack, lowest index on top.
         for k in (base..base + more).rev() {
-            self.tags[k].lnext = self.unused;
+            let tag = Tag {
+                lnext: self.unused,
+                ..Tag::UNUSED
+            };
+            // SAFETY: `k < base + more`, inside the buffer (see above).
+            unsafe { self.base.add(k).write(tag) };
             self.unused = k as u32;
         }
+        self.len = base + more;
         self.n_unused += more;
         Ok(())
+    }
+
+    /// Where the tags start in `halves`, in halves (0 before the first
+    /// allocation).
+    fn offset(&self) -> usize {
+        if self.len == 0 {
+            return 0;
+        }
+        (self.base.as_ptr() as usize - self.halves.as_ptr() as usize) / size_of::<Half>()
     }
 
     /// Takes a tag; [`reserve`](Self::reserve) must have made one available.
@@ -227,12 +278,12 @@ impl<A: Allocator + Clone> TagPool<A> {
 
     /// The metadata allocator.
     pub fn allocator(&self) -> &A {
-        self.tags.allocator()
+        self.halves.allocator()
     }
 
     /// Tags allocated, used or not.
     pub fn capacity(&self) -> usize {
-        self.tags.len()
+        self.len
     }
 
     /// Tags on the unused stack.
@@ -247,7 +298,7 @@ impl<A: Allocator + Clone> TagPool<A> {
 
     /// Bytes of metadata the pool holds.
     pub fn bytes(&self) -> usize {
-        self.tags.capacity() * size_of::<Tag>()
+        self.halves.capacity() * size_of::<Half>()
     }
 }
 
@@ -258,7 +309,7 @@ mod tests {
 
     #[test]
     fn tag_is_32_bytes_and_kind_packs_beside_lprev() {
-        assert_eq!((size_of::<Tag>(), align_of::<Tag>()), (32, 32));
+        assert_eq!(size_of::<Tag>(), 32);
         let mut t = Tag::UNUSED;
         t.set_kind(Kind::Busy);
         t.set_lprev(12345);
@@ -266,6 +317,26 @@ mod tests {
         t.set_lprev(NIL);
         t.set_kind(Kind::StaticSpan);
         assert_eq!((t.kind(), t.lprev()), (Kind::StaticSpan, NIL));
+    }
+
+    #[test]
+    fn tags_sit_on_32_byte_boundaries_and_survive_growth() {
+        let mut p = TagPool::new(Global);
+        let mut taken = std::vec::Vec::new();
+        for round in 0..40usize {
+            p.reserve(p.n_unused() + 1).unwrap();
+            for k in 0..p.n_unused() {
+                let i = p.take(Kind::Busy, round * 1000 + k, k + 1);
+                taken.push((i, round * 1000 + k, k + 1));
+            }
+            assert_eq!(p.get(0) as *const Tag as usize % 32, 0);
+        }
+        assert!(p.capacity() > 4 * CHUNK);
+        for &(i, start, size) in &taken {
+            let t = p.get(i);
+            assert_eq!((t.start, t.size, t.kind()), (start, size, Kind::Busy));
+        }
+        assert!(p.checked(p.capacity() as u32).is_none());
     }
 
     #[test]
