@@ -15,10 +15,11 @@
 //! sit on one list in address order, every span tag just before the segments
 //! that tile it (`vm_seglist`). Tags live in one array from the metadata
 //! allocator and link to each other by `u32` index, so a tag costs 32 bytes
-//! and reaching one is a single indexed load. Tags are 32-byte aligned, so
-//! one tag is half a cache line and a cold tag costs one miss, never two.
-//! The array grows by an eighth at a time and may move, which indices do
-//! not mind (`tag.rs`).
+//! and reaching one is a single indexed load. Each tag starts on a 32-byte
+//! boundary of the array, so one tag is half a cache line and a cold tag
+//! costs one miss, never two; the array itself asks for 16-byte alignment
+//! only, so that growing it stays a `realloc`. It grows by an eighth at a
+//! time and may move, which indices do not mind (`tag.rs`).
 //!
 //! **Free lists.** A free segment of `n` quanta is filed on one of 527
 //! doubly linked lists in size order: exactly `n` for `n <= 63` (the seed's
