@@ -13,10 +13,12 @@
 //!   so a sub-list spans an eighth of its class.
 //!
 //! Lists are in size order, and every seed class is a run of consecutive
-//! lists, so the seed's rules still read directly: instant fit starts at the
-//! first list of the seed class [`instant_list`] names and takes the head of
-//! the first non-empty list from there, which is a member of the same seed
-//! class the seed would take one from (the smallest-sized one). Best fit
+//! lists. Instant fit applies the seed's rule ("the first list whose every
+//! member fits") to these finer lists: it starts at [`instant_list`] — the
+//! exact list below 64 quanta, else the first eighth-class list whose least
+//! size is at least the request — and takes the head of the first
+//! non-empty list from there. On the seed's coarser classes it would skip
+//! to the next power of two and split a larger segment. Best fit
 //! starts at the list of the size itself: below 64 quanta its head fits;
 //! above, only that one sub-list may hold segments too small, and every
 //! later list's head fits.
@@ -57,22 +59,21 @@ pub(crate) fn list_of(q: usize) -> usize {
     }
 }
 
-/// The first list of the seed class whose every member holds `q` quanta
-/// (`bt_freehead_toalloc` with `M_FIRSTFIT`); may be `NLISTS`.
+/// The first list whose every member holds `q` quanta: instant fit takes
+/// its head (`bt_freehead_toalloc` with `M_FIRSTFIT`, on this crate's finer
+/// lists: the exact list below 64 quanta, else the eighth-class list whose
+/// least size is `q` or the next one up); may be `NLISTS`.
 #[inline]
 pub(crate) fn instant_list(q: usize) -> usize {
     debug_assert!(q > 0);
-    match q {
-        // The exact classes, and `[33, 63]`, whose least member is 33.
-        1..=33 => q - 1,
-        // Members of `[33, 63]` do not all hold these: the next class.
-        34..=63 => EXACT,
-        _ => {
-            let b = usize::BITS - 1 - q.leading_zeros();
-            let class = if q.is_power_of_two() { b } else { b + 1 };
-            EXACT + (class - FIRST_BIT) as usize * SUBS
-        }
+    if q <= EXACT {
+        return q - 1;
     }
+    let b = usize::BITS - 1 - q.leading_zeros();
+    // `q` is its list's least size exactly when the bits below the ones
+    // that pick the sub-list are zero.
+    let below = q & ((1 << (b - SUB_BITS)) - 1);
+    list_of(q) + usize::from(below != 0)
 }
 
 /// The heads of all lists and the bitmap of non-empty ones.
@@ -225,20 +226,15 @@ mod tests {
     }
 
     #[test]
-    fn instant_list_starts_the_seed_class_whose_members_all_fit() {
-        // The seed's classes: 1..=32 exact, [33, 63], then powers of two.
-        let seed_class_min = |q: usize| match q {
-            1..=33 => q,
-            34..=63 => 64,
-            _ => q.next_power_of_two(),
-        };
+    fn instant_list_is_the_first_whose_members_all_fit() {
         for q in 1..5000usize {
             let i = instant_list(q);
-            assert_eq!(list_min(i), seed_class_min(q), "q {q}");
-            assert!(list_min(i) >= q, "q {q}");
+            assert!(list_min(i) >= q, "q {q}: every member holds it");
+            assert!(i == 0 || list_min(i - 1) < q, "q {q}: no earlier list does");
         }
+        assert_eq!(instant_list(40), 39);
         assert_eq!(instant_list(64), 63);
-        assert_eq!(instant_list(65), 63 + SUBS);
+        assert_eq!((instant_list(65), instant_list(72)), (64, 64));
         assert_eq!(instant_list(usize::MAX), NLISTS);
     }
 

@@ -81,14 +81,26 @@ fn instant_fit_takes_a_list_head_best_fit_the_tightest_exact_size() {
 
 #[test]
 fn instant_fit_falls_back_to_best_fit_in_a_power_of_two_class() {
-    // A 40-quantum hole lives on the 33..63 list, whose members do not all
-    // hold 40: instant fit finds no list for it and falls back.
+    // A 70-quantum hole lives on the 64..71 list, whose members do not all
+    // hold 70: instant fit finds no list for it and falls back.
+    let a = arena(0, 160 * 16, 16);
+    let x = a.alloc(70 * 16, Policy::BestFit).unwrap();
+    let _y = a.alloc(90 * 16, Policy::BestFit).unwrap();
+    a.free(x, 70 * 16).unwrap();
+    assert_eq!(a.alloc(70 * 16, Policy::InstantFit).unwrap(), x);
+    assert_eq!(a.stats().instant_fallbacks, 1);
+}
+
+#[test]
+fn instant_fit_takes_an_exact_list_head_without_falling_back() {
+    // Below 64 quanta each size has its own list: a 40-quantum hole is the
+    // head of a list whose every member holds 40.
     let a = arena(0, 128 * 16, 16);
     let x = a.alloc(40 * 16, Policy::BestFit).unwrap();
     let _y = a.alloc(88 * 16, Policy::BestFit).unwrap();
     a.free(x, 40 * 16).unwrap();
     assert_eq!(a.alloc(40 * 16, Policy::InstantFit).unwrap(), x);
-    assert_eq!(a.stats().instant_fallbacks, 1);
+    assert_eq!(a.stats().instant_fallbacks, 0);
 }
 
 #[test]
