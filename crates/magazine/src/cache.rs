@@ -189,36 +189,28 @@ impl<B: Backend, A: Allocator + Clone> Magazines<B, A> {
     /// the backend. `None` when the backend is exhausted.
     #[inline]
     pub fn alloc(&self) -> Option<B::Item> {
-        if let Some(h) = self.thread {
-            let node = thread::lookup(h).cast::<Node<B::Item>>();
-            if !node.is_null() {
-                // SAFETY: the node is this thread's, live while the cache is;
-                // no other reference to it exists during this call.
-                if let Some(item) = unsafe { (*node).pair.alloc_hit() } {
-                    return Some(item);
-                }
-            }
-            return self.alloc_thread(node);
+        if let Some(item) = self.alloc_hit() {
+            return Some(item);
         }
-        self.alloc_cpu()
+        // A miss looks the thread's node up again: one more TLS load on
+        // the way to the depot.
+        match self.thread {
+            Some(h) => self.alloc_thread(thread::lookup(h).cast()),
+            None => self.alloc_cpu(),
+        }
     }
 
     /// Gives an item back to the magazines (or, failing magazine memory, to
     /// the backend). The item must have come from this cache's backend.
     #[inline]
     pub fn free(&self, item: B::Item) {
-        if let Some(h) = self.thread {
-            let node = thread::lookup(h).cast::<Node<B::Item>>();
-            if !node.is_null() {
-                // SAFETY: as in `alloc`.
-                match unsafe { (*node).pair.free_hit(item) } {
-                    Ok(()) => return,
-                    Err(item) => return self.free_thread(node, item),
-                }
-            }
-            return self.free_thread(node, item);
+        let Err(item) = self.free_hit(item) else {
+            return;
+        };
+        match self.thread {
+            Some(h) => self.free_thread(thread::lookup(h).cast(), item),
+            None => self.free_cpu(item),
         }
-        self.free_cpu(item)
     }
 
     #[cold]
