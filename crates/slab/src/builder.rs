@@ -30,6 +30,14 @@ pub type FiniFn = Box<dyn Fn(NonNull<u8>) + Send + Sync>;
 /// ```
 #[must_use = "a builder does nothing until build() is called"]
 pub struct KegBuilder<S = OsPages, A = Global> {
+    pub(crate) settings: Settings,
+    pub(crate) source: S,
+    pub(crate) alloc: A,
+}
+
+/// Everything a [`KegBuilder`] gathers that does not depend on its page
+/// source or metadata allocator, so changing either moves it whole.
+pub(crate) struct Settings {
     pub(crate) name: &'static str,
     pub(crate) size: usize,
     pub(crate) align: usize,
@@ -40,8 +48,6 @@ pub struct KegBuilder<S = OsPages, A = Global> {
     pub(crate) limit: Option<usize>,
     pub(crate) init: Option<InitFn>,
     pub(crate) fini: Option<FiniFn>,
-    pub(crate) source: S,
-    pub(crate) alloc: A,
 }
 
 impl Keg {
@@ -52,16 +58,18 @@ impl Keg {
     /// [`metadata`](KegBuilder::metadata) say otherwise.
     pub fn builder(name: &'static str, size: usize, align: usize) -> KegBuilder {
         KegBuilder {
-            name,
-            size,
-            align,
-            off_page: false,
-            single: false,
-            no_colour: false,
-            tag_size: 0,
-            limit: None,
-            init: None,
-            fini: None,
+            settings: Settings {
+                name,
+                size,
+                align,
+                off_page: false,
+                single: false,
+                no_colour: false,
+                tag_size: 0,
+                limit: None,
+                init: None,
+                fini: None,
+            },
             source: OsPages::new(),
             alloc: Global,
         }
@@ -73,7 +81,7 @@ impl<S, A> KegBuilder<S, A> {
     /// `UMA_ZONE_OFFPAGE`), so buffers fill the pages; headers are found
     /// through the hash.
     pub fn off_page(mut self) -> Self {
-        self.off_page = true;
+        self.settings.off_page = true;
         self
     }
 
@@ -89,14 +97,14 @@ impl<S, A> KegBuilder<S, A> {
     /// colours (illumos' `cache_maxcolor` pinned to `cache_mincolor`, as
     /// `kmem_cache_create` does for single-buffer caches; UMA never colours).
     pub fn no_colour(mut self) -> Self {
-        self.no_colour = true;
+        self.settings.no_colour = true;
         self
     }
 
     /// One buffer per slab of whole pages (UMA `zone_large_init`), header
     /// off-page: for big objects that should not share pages.
     pub fn single_buffer(mut self) -> Self {
-        self.single = true;
+        self.settings.single = true;
         self
     }
 
@@ -104,14 +112,14 @@ impl<S, A> KegBuilder<S, A> {
     /// as illumos' `kmem_buftag_t`); see [`Keg::tag_of`]. The layout, not
     /// this crate, gives the room meaning.
     pub fn debug_tag(mut self, bytes: usize) -> Self {
-        self.tag_size = bytes;
+        self.settings.tag_size = bytes;
         self
     }
 
     /// Caps the keg at `buffers`, rounded up to whole slabs as
     /// `uma_zone_set_max` does; see [`Keg::set_limit`].
     pub fn limit(mut self, buffers: usize) -> Self {
-        self.limit = Some(buffers);
+        self.settings.limit = Some(buffers);
         self
     }
 
@@ -119,29 +127,20 @@ impl<S, A> KegBuilder<S, A> {
     /// With an `init`, free buffers keep their initialised contents: the free
     /// list link moves to a word after the buffer.
     pub fn init(mut self, f: impl Fn(NonNull<u8>) -> bool + Send + Sync + 'static) -> Self {
-        self.init = Some(Box::new(f));
+        self.settings.init = Some(Box::new(f));
         self
     }
 
     /// Runs `f` on every buffer of a slab before its pages are returned.
     pub fn fini(mut self, f: impl Fn(NonNull<u8>) + Send + Sync + 'static) -> Self {
-        self.fini = Some(Box::new(f));
+        self.settings.fini = Some(Box::new(f));
         self
     }
 
     /// Takes pages from `source` instead of a private [`OsPages`].
     pub fn source<S2>(self, source: S2) -> KegBuilder<S2, A> {
         KegBuilder {
-            name: self.name,
-            size: self.size,
-            align: self.align,
-            off_page: self.off_page,
-            single: self.single,
-            no_colour: self.no_colour,
-            tag_size: self.tag_size,
-            limit: self.limit,
-            init: self.init,
-            fini: self.fini,
+            settings: self.settings,
             source,
             alloc: self.alloc,
         }
@@ -150,16 +149,7 @@ impl<S, A> KegBuilder<S, A> {
     /// Allocates off-page headers, the hash and the usage lists from `alloc`.
     pub fn metadata<A2>(self, alloc: A2) -> KegBuilder<S, A2> {
         KegBuilder {
-            name: self.name,
-            size: self.size,
-            align: self.align,
-            off_page: self.off_page,
-            single: self.single,
-            no_colour: self.no_colour,
-            tag_size: self.tag_size,
-            limit: self.limit,
-            init: self.init,
-            fini: self.fini,
+            settings: self.settings,
             source: self.source,
             alloc,
         }
@@ -170,19 +160,19 @@ impl<S: PageSource, A: Allocator + Clone> KegBuilder<S, A> {
     /// Fixes the layout and builds the keg; no slab is created yet.
     pub fn build(self) -> Result<Keg<S, A>, SlabError> {
         let req = LayoutRequest {
-            size: self.size,
-            align: self.align,
-            off_page: self.off_page,
-            single: self.single,
-            no_colour: self.no_colour,
-            link_outside: self.init.is_some(),
-            tag_size: self.tag_size,
+            size: self.settings.size,
+            align: self.settings.align,
+            off_page: self.settings.off_page,
+            single: self.settings.single,
+            no_colour: self.settings.no_colour,
+            link_outside: self.settings.init.is_some(),
+            tag_size: self.settings.tag_size,
             page: page_size(),
         };
         let layout = SlabLayout::compute(&req).map_err(|reason| SlabError::InvalidLayout {
-            keg: self.name,
-            size: self.size,
-            align: self.align,
+            keg: self.settings.name,
+            size: self.settings.size,
+            align: self.settings.align,
             reason,
         })?;
         Keg::from_builder(self, layout)

@@ -73,20 +73,23 @@ unsafe impl<S: PageSource, A: Allocator + Clone + Send + Sync> Sync for Keg<S, A
 
 impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
     pub(crate) fn from_builder(b: KegBuilder<S, A>, layout: SlabLayout) -> Result<Self, SlabError> {
-        let meta = |size| SlabError::Metadata { keg: b.name, size };
+        let meta = |size| SlabError::Metadata {
+            keg: b.settings.name,
+            size,
+        };
         let bins = Bins::new(layout.bufs_per_slab, b.alloc.clone())
             .ok_or_else(|| meta(layout.bufs_per_slab * 16))?;
         let hash = SlabHash::with_len(HASH_SIZE_INIT, layout.slab_align, b.alloc.clone())
             .ok_or_else(|| meta(HASH_SIZE_INIT * 8))?;
-        let limit_slabs = b.limit.map(|n| slabs_for(n, layout.bufs_per_slab));
+        let limit_slabs = b.settings.limit.map(|n| slabs_for(n, layout.bufs_per_slab));
         Ok(Keg {
-            name: b.name,
+            name: b.settings.name,
             id: NEXT_KEG_ID.fetch_add(1, Ordering::Relaxed),
             layout,
             source: b.source,
             alloc: b.alloc,
-            init: b.init,
-            fini: b.fini,
+            init: b.settings.init,
+            fini: b.settings.fini,
             state: Mutex::new(State {
                 bins,
                 hash,

@@ -21,15 +21,21 @@ pub const QCACHE_MAX_QUANTA: usize = 16;
 /// quantum caches) comes from, `S` its [`Source`], `R` its reclaim callback.
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder<A = Global, S = NoSource, R = fn(&ArenaName)> {
+    settings: Settings,
+    source: S,
+    reclaim: Option<R>,
+    alloc: A,
+}
+
+/// What a [`Builder`] gathers apart from its typed parts (source, reclaim
+/// callback, metadata allocator), so changing one of those moves it whole.
+struct Settings {
     name: ArenaName,
     span: Option<(usize, usize)>,
     quantum: usize,
     qcache_max: usize,
-    source: S,
     import_quantum: usize,
     limit: usize,
-    reclaim: Option<R>,
-    alloc: A,
 }
 
 impl Vmem {
@@ -38,13 +44,15 @@ impl Vmem {
     /// quantum caches and no source; metadata from the global allocator.
     pub fn builder(name: &str) -> Builder {
         Builder {
-            name: ArenaName::new(name),
-            span: None,
-            quantum: 1,
-            qcache_max: 0,
+            settings: Settings {
+                name: ArenaName::new(name),
+                span: None,
+                quantum: 1,
+                qcache_max: 0,
+                import_quantum: 0,
+                limit: 0,
+            },
             source: NoSource,
-            import_quantum: 0,
-            limit: 0,
             reclaim: None,
             alloc: Global,
         }
@@ -61,14 +69,14 @@ where
     /// base and size); a size of 0 means none. More spans can be added with
     /// [`Vmem::add`].
     pub fn span(mut self, base: usize, size: usize) -> Self {
-        self.span = (size != 0).then_some((base, size));
+        self.settings.span = (size != 0).then_some((base, size));
         self
     }
 
     /// The unit of allocation, a power of two: every size is rounded up to
     /// it and every address is a multiple of it. Default 1.
     pub fn quantum(mut self, quantum: usize) -> Self {
-        self.quantum = quantum;
+        self.settings.quantum = quantum;
         self
     }
 
@@ -76,7 +84,7 @@ where
     /// [`QCACHE_MAX_QUANTA`] quanta) from per-size quantum caches
     /// (the seed's `qc_init`). 0, the default, means none.
     pub fn qcache_max(mut self, max: usize) -> Self {
-        self.qcache_max = max;
+        self.settings.qcache_max = max;
         self
     }
 
@@ -87,13 +95,11 @@ where
     /// [`ImportFns`](crate::ImportFns) pair all work.
     pub fn source<T: Source>(self, source: T, import_quantum: usize) -> Builder<A, T, R> {
         Builder {
-            name: self.name,
-            span: self.span,
-            quantum: self.quantum,
-            qcache_max: self.qcache_max,
+            settings: Settings {
+                import_quantum,
+                ..self.settings
+            },
             source,
-            import_quantum,
-            limit: self.limit,
             reclaim: self.reclaim,
             alloc: self.alloc,
         }
@@ -102,7 +108,7 @@ where
     /// Import at most `bytes` in total from the source (`vmem_set_limit`);
     /// 0, the default, means no limit.
     pub fn limit(mut self, bytes: usize) -> Self {
-        self.limit = bytes;
+        self.settings.limit = bytes;
         self
     }
 
@@ -114,13 +120,8 @@ where
         F: Fn(&ArenaName) + Send + Sync + 'static,
     {
         Builder {
-            name: self.name,
-            span: self.span,
-            quantum: self.quantum,
-            qcache_max: self.qcache_max,
+            settings: self.settings,
             source: self.source,
-            import_quantum: self.import_quantum,
-            limit: self.limit,
             reclaim: Some(reclaim),
             alloc: self.alloc,
         }
@@ -134,13 +135,8 @@ where
         B: Allocator + Clone + Send + Sync,
     {
         Builder {
-            name: self.name,
-            span: self.span,
-            quantum: self.quantum,
-            qcache_max: self.qcache_max,
+            settings: self.settings,
             source: self.source,
-            import_quantum: self.import_quantum,
-            limit: self.limit,
             reclaim: self.reclaim,
             alloc,
         }
@@ -156,29 +152,29 @@ where
     /// [`VmemError::InvalidSpan`] for a bad initial span;
     /// [`VmemError::NoMetadata`] if the metadata allocator fails.
     pub fn build(self) -> Result<Vmem<A, S>, VmemError> {
-        let name = self.name;
+        let name = self.settings.name;
         let bad = |what| Err(VmemError::InvalidConfig { arena: name, what });
-        let q = self.quantum;
+        let q = self.settings.quantum;
         if !q.is_power_of_two() {
             return bad("the quantum must be a power of two");
         }
-        if !self.qcache_max.is_multiple_of(q) {
+        if !self.settings.qcache_max.is_multiple_of(q) {
             return bad("qcache_max must be a multiple of the quantum");
         }
-        if self.qcache_max / q > QCACHE_MAX_QUANTA {
+        if self.settings.qcache_max / q > QCACHE_MAX_QUANTA {
             return bad("qcache_max must be at most 16 quanta");
         }
-        let import_quantum = if self.import_quantum == 0 {
+        let import_quantum = if self.settings.import_quantum == 0 {
             q
         } else {
-            self.import_quantum
+            self.settings.import_quantum
         };
         if !import_quantum.is_multiple_of(q) {
             return bad("the import quantum must be a multiple of the quantum");
         }
         let no_meta = |_| VmemError::NoMetadata { arena: name };
         let mut arena = Arena::new(name, q, self.alloc.clone())?;
-        if let Some((base, size)) = self.span {
+        if let Some((base, size)) = self.settings.span {
             arena.reserve()?;
             arena.add_span(base, size, Kind::StaticSpan)?;
         }
@@ -189,7 +185,13 @@ where
             }
             None => None,
         };
-        let core = Core::new(arena, self.source, import_quantum, self.limit, reclaim);
-        Vmem::new_in(core, self.qcache_max / q, self.alloc)
+        let core = Core::new(
+            arena,
+            self.source,
+            import_quantum,
+            self.settings.limit,
+            reclaim,
+        );
+        Vmem::new_in(core, self.settings.qcache_max / q, self.alloc)
     }
 }
