@@ -79,12 +79,16 @@ fn init() -> &'static [ClassDepot; NUM_CLASSES] {
 /// Starting magazine size of a class. The seed starts small and grows
 /// under depot contention; a process allocator without contention would stay
 /// at 15 rounds and visit the depot (a lock and a clock read) every 15 frees,
-/// so small classes start at UMA-like bucket sizes instead.
+/// so small classes start at UMA-like bucket sizes instead. Above 4 KiB a
+/// magazine holds about 64 KiB of buffers (at least one), as UMA's
+/// `bucket_select` bounds a bucket by bytes: a miss fills a whole magazine
+/// from the keg, and 15 rounds of 128 KiB would commit ~2 MiB per class for
+/// a single allocation.
 fn start_rounds(size: usize) -> usize {
     match size {
         0..=1024 => 143,
         1025..=4096 => 63,
-        _ => 15,
+        _ => ((64 << 10) / size).max(1),
     }
 }
 
@@ -483,4 +487,25 @@ pub(crate) fn class_stats() -> Vec<CacheStats> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_classes_cache_about_64_kib_a_magazine() {
+        for &size in &CLASS_SIZES {
+            let rounds = start_rounds(size);
+            assert!(rounds >= 1, "class {size} gets no rounds");
+            if size > 4096 {
+                assert!(
+                    rounds == 1 || rounds * size <= 64 << 10,
+                    "class {size} starts at {rounds} rounds"
+                );
+            }
+        }
+        assert_eq!(start_rounds(128 << 10), 1);
+        assert_eq!(start_rounds(8 << 10), 8);
+    }
 }

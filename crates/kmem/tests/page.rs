@@ -143,3 +143,23 @@ fn kva_can_be_backed_and_unbacked_by_hand() {
         "double kva_free is refused"
     );
 }
+
+#[test]
+fn spans_are_advised_for_huge_pages_unless_turned_off() {
+    let advised = |l: &PageLayer| {
+        let p = l.alloc(page_size(), page_size()).unwrap();
+        let a = kmem_sys::mem::huge_pages_advised(p.as_ptr() as usize);
+        // SAFETY: the page just allocated, unused.
+        unsafe { l.free(p, page_size()).unwrap() };
+        a.expect("the page is mapped")
+    };
+    let on = layer();
+    assert!(on.huge_pages(), "on by default");
+    // Where the kernel has no THP the advice is refused and nothing is marked.
+    let thp = std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists();
+    assert_eq!(advised(&on), thp);
+    let off = layer();
+    off.set_huge_pages(false);
+    assert!(!off.huge_pages());
+    assert!(!advised(&off));
+}

@@ -19,6 +19,26 @@ pub fn peak_resident_bytes() -> Option<usize> {
     Some(kib * 1024)
 }
 
+/// Whether the mapping holding `addr` is advised for transparent huge pages
+/// (`hg` among its `VmFlags` in `/proc/self/smaps`), or `None` where `addr`
+/// is not mapped or `/proc` is not available.
+pub fn huge_pages_advised(addr: usize) -> Option<bool> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for line in smaps.lines() {
+        // A mapping starts with `start-end perms ...`; its fields follow.
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((lo, hi)) = range.split_once('-')
+            && let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+        {
+            inside = (lo..hi).contains(&addr);
+        } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+            return Some(flags.split_whitespace().any(|f| f == "hg"));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -27,5 +47,10 @@ mod tests {
         let peak = super::peak_resident_bytes().expect("/proc is mounted on Linux");
         assert!(rss > 0);
         assert!(peak >= rss / 2, "peak {peak} far below current {rss}");
+    }
+
+    #[test]
+    fn unmapped_addresses_have_no_flags() {
+        assert_eq!(super::huge_pages_advised(0), None);
     }
 }

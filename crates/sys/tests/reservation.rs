@@ -155,3 +155,27 @@ fn os_errors_carry_the_errno() {
 fn libc_enomem() -> i32 {
     12 // ENOMEM on Linux
 }
+
+#[test]
+fn huge_page_advice_marks_only_its_range() {
+    let huge = 2 << 20;
+    let r = Reservation::with_align(2 * huge, huge).unwrap();
+    let base = r.base().as_ptr() as usize;
+    r.commit(0, huge).unwrap();
+    match r.advise_huge(0, huge) {
+        Ok(()) => assert_eq!(kmem_sys::mem::huge_pages_advised(base), Some(true)),
+        // A kernel built without THP refuses the advice; the range is
+        // unchanged and still usable.
+        Err(SysError::Os { op, .. }) => {
+            assert_eq!(op, "advise huge pages");
+            assert_eq!(kmem_sys::mem::huge_pages_advised(base), Some(false));
+        }
+        Err(other) => panic!("unexpected error {other}"),
+    }
+    assert_eq!(kmem_sys::mem::huge_pages_advised(base + huge), Some(false));
+    touch_all(&r, huge);
+    assert!(matches!(
+        r.advise_huge(huge, 2 * huge),
+        Err(SysError::OutOfRange { .. })
+    ));
+}
