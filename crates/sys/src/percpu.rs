@@ -133,7 +133,7 @@ impl<T, A: Allocator> PerCpu<T, A> {
     /// The slot for `cpu` (wrapping past the slot count).
     #[inline]
     pub fn get(&self, cpu: usize) -> &T {
-        &self.slots[cpu % self.slots.len()]
+        &self.slots[self.index(cpu)]
     }
 
     /// The slot for the calling thread's current CPU.
@@ -145,8 +145,17 @@ impl<T, A: Allocator> PerCpu<T, A> {
     /// The index of the calling thread's current slot, with the slot.
     #[inline]
     pub fn current_indexed(&self) -> (usize, &T) {
-        let i = crate::current_cpu() % self.slots.len();
+        let i = self.index(crate::current_cpu());
         (i, &self.slots[i])
+    }
+
+    /// `cpu` folded into the slot range. With a slot per CPU it is already
+    /// in range, and the compare saves the division (tens of cycles) that a
+    /// plain `%` costs on every per-CPU access.
+    #[inline]
+    fn index(&self, cpu: usize) -> usize {
+        let n = self.slots.len();
+        if cpu < n { cpu } else { cpu % n }
     }
 
     /// All slots in CPU order.
