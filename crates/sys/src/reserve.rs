@@ -143,28 +143,33 @@ impl Reservation {
     /// resident size drops and the range reads as zero on next touch
     /// (`MADV_DONTNEED`). Cheaper than decommit + commit.
     pub fn discard(&self, offset: usize, len: usize) -> Result<(), SysError> {
-        let addr = self.check("discard", offset, len)?;
-        // SAFETY: the range lies inside our own mapping; MADV_DONTNEED on a
-        // private anonymous mapping only zero-fills it.
-        let rc = unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
-        if rc != 0 {
-            return Err(SysError::last_os("discard", addr, len));
-        }
-        Ok(())
+        self.advise("discard", offset, len, libc::MADV_DONTNEED)
     }
 
     /// Asks the OS to back `[offset, offset + len)` with transparent huge
     /// pages where it can (`MADV_HUGEPAGE`): fewer page faults and TLB misses
     /// for ranges touched densely, at the cost of resident size when they
-    /// are touched sparsely. Only a hint: kernels without THP, or with THP
-    /// set to `never`, ignore it (and the error is reported, not fatal).
+    /// are touched sparsely. Only a hint: with THP set to `never` it has no
+    /// effect, and a kernel built without THP refuses it with an error.
     pub fn advise_huge(&self, offset: usize, len: usize) -> Result<(), SysError> {
-        let addr = self.check("advise huge pages", offset, len)?;
-        // SAFETY: the range lies inside our own mapping; MADV_HUGEPAGE only
-        // changes how the kernel backs it, never its contents.
-        let rc = unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        self.advise("advise huge pages", offset, len, libc::MADV_HUGEPAGE)
+    }
+
+    /// `madvise(advice)` on `[offset, offset + len)`, reported as `op`.
+    fn advise(
+        &self,
+        op: &'static str,
+        offset: usize,
+        len: usize,
+        advice: i32,
+    ) -> Result<(), SysError> {
+        let addr = self.check(op, offset, len)?;
+        // SAFETY: the range lies inside our own mapping, and the two advices
+        // used here only zero-fill a private anonymous range (DONTNEED) or
+        // change how the kernel backs it (HUGEPAGE).
+        let rc = unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) };
         if rc != 0 {
-            return Err(SysError::last_os("advise huge pages", addr, len));
+            return Err(SysError::last_os(op, addr, len));
         }
         Ok(())
     }
