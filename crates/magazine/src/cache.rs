@@ -108,7 +108,7 @@ impl<B: Backend, A: Allocator + Clone> Magazines<B, A> {
         let inner = alloc
             .allocate(layout)
             .map_err(|_| MagazineError::OutOfMemory {
-                name: config.name.to_string(),
+                name: config.name,
                 bytes: layout.size(),
             })?
             .cast::<Inner<B, A>>();

@@ -138,23 +138,26 @@ impl Config {
 
     /// Checks every value; the constructors call this.
     pub fn validate(&self) -> Result<(), MagazineError> {
-        let bad = |reason: String| MagazineError::InvalidConfig {
-            name: self.name.to_string(),
+        let bad = |reason| MagazineError::InvalidConfig {
+            name: self.name,
             reason,
         };
+        // The reasons are static (no allocation), so the bound is spelled out.
+        const _: () = assert!(MAX_ROUNDS == 143);
         if self.start_type == Some(usize::MAX) {
-            return Err(bad(format!("magazine size is not in 1..={MAX_ROUNDS}")));
+            return Err(bad("magazine size is not in 1..=143 rounds"));
         }
-        if let Some(i) = self.start_type
-            && i >= crate::MAGAZINE_TYPES.len()
+        if self
+            .start_type
+            .is_some_and(|i| i >= crate::MAGAZINE_TYPES.len())
         {
-            return Err(bad(format!("magazine type index {i} is past the table")));
+            return Err(bad("magazine type index is past the table"));
         }
         if self.interval.is_zero() {
-            return Err(bad("working-set interval is zero".into()));
+            return Err(bad("working-set interval is zero"));
         }
         if self.cpu_slots == Some(0) {
-            return Err(bad("cpu_slots is zero".into()));
+            return Err(bad("cpu_slots is zero"));
         }
         Ok(())
     }

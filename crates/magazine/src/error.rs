@@ -1,6 +1,12 @@
 //! The crate's one error type.
 
+use crate::config::Name;
+
 /// What went wrong building a magazine layer or checking one.
+///
+/// Building a layer can fail where no memory is to be had (inside a global
+/// allocator, say), so the two errors of construction hold no heap memory:
+/// an inline [`Name`] and a static reason.
 ///
 /// Every variant names the cache (the `name` given in [`Config`](crate::Config)),
 /// so a message read out of context still says where it came from.
@@ -11,15 +17,15 @@ pub enum MagazineError {
     #[error("magazine cache {name:?}: invalid configuration: {reason}")]
     InvalidConfig {
         /// The cache.
-        name: String,
-        /// What is wrong, e.g. "magazine size 0 is not in 1..=143".
-        reason: String,
+        name: Name,
+        /// What is wrong, e.g. "the working-set interval is zero".
+        reason: &'static str,
     },
     /// The metadata allocator could not supply the cache's own state.
     #[error("magazine cache {name:?}: out of metadata memory allocating {bytes} bytes")]
     OutOfMemory {
         /// The cache.
-        name: String,
+        name: Name,
         /// Size of the failed allocation.
         bytes: usize,
     },
