@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use kmem_magazine::{Config, Magazines, Mode};
+use kmem_magazine::{Config, HotPath, Magazines, Mode};
 use kmem_slab::{Keg, SlabError};
 use kmem_sys::PageSource;
 use kmem_sys::sync::Mutex;
@@ -19,7 +19,7 @@ use crate::Meta;
 use crate::debug::{self, Action, DebugCache, DebugFlags};
 use crate::error::KmemError;
 use crate::fill::{Buf, CacheKeg, Ctor, Dtor, Fill, Pages, Shortage};
-use crate::page::PageLayer;
+use crate::page::{MapView, PageLayer};
 use crate::stats::CacheStats;
 
 /// Owner tags for the page map: 1..=NUM_CLASSES belong to `kmem_alloc`.
@@ -44,7 +44,11 @@ pub(crate) struct Core {
     reclaim: Option<Box<dyn Fn() + Send + Sync>>,
     /// The page-map tag of this keg's pages, when it can be checked.
     owner: Option<u32>,
-    layer: &'static PageLayer,
+    /// The global page map, where `owner` is checked.
+    map: MapView,
+    /// `mags`' per-thread hit path, or one that always misses when a hit
+    /// must not skip the slow path (per-call constructors, no magazines).
+    hot: HotPath<Buf>,
     alloc_fail: AtomicU64,
     direct_allocs: AtomicU64,
     /// Debugging state; such a cache has no magazines (see [`crate::debug`]).
@@ -159,18 +163,14 @@ impl Cache {
     ///
     /// [`KmemError::Full`] at the limit, [`KmemError::CtorFailed`] if the
     /// constructor refused, [`KmemError::OutOfMemory`] otherwise.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self) -> Result<NonNull<u8>, KmemError> {
-        // The fast path: a round of this thread's loaded magazine, for a
-        // cache without per-call constructors.
-        let c = &*self.core;
-        if c.per_alloc.is_none()
-            && let Some(m) = &c.mags
-            && let Some(Buf(p)) = m.alloc_hit()
-        {
-            return Ok(p);
+        // The fast path: a round of this thread's loaded magazine.
+        // SAFETY: `hot` is the path of `mags`, which lives as long as `core`.
+        match unsafe { self.core.hot.alloc_hit() } {
+            Some(Buf(p)) => Ok(p),
+            None => self.alloc_slow(),
         }
-        self.alloc_slow()
     }
 
     #[cold]
@@ -230,11 +230,11 @@ impl Cache {
     /// after the call. A pointer of another cache or allocator is refused
     /// with the error above (for caches with their own page source, only
     /// when the buffer reaches the keg).
-    #[inline]
+    #[inline(always)]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), KmemError> {
         let c = &*self.core;
         if let Some(owner) = c.owner
-            && c.layer.owner_of(ptr.as_ptr() as usize) != Some(owner)
+            && c.map.owner_of(ptr.as_ptr() as usize) != Some(owner)
         {
             return Err(c.foreign_free(ptr));
         }
@@ -249,19 +249,15 @@ impl Cache {
     ///
     /// `ptr` came from [`alloc`](Self::alloc) on this cache (or one sharing
     /// its keg), is in its constructed state and is not used afterwards.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn free_checked(&self, ptr: NonNull<u8>) -> Result<(), KmemError> {
-        let c = &*self.core;
-        // The fast path: room in this thread's loaded magazine, for a cache
-        // without per-call destructors.
-        if c.per_alloc.is_none()
-            && let Some(m) = &c.mags
-            && m.free_hit(Buf(ptr)).is_ok()
-        {
-            return Ok(());
+        // The fast path: room in this thread's loaded magazine.
+        // SAFETY: as in `alloc`.
+        match unsafe { self.core.hot.free_hit(Buf(ptr)) } {
+            Ok(()) => Ok(()),
+            // SAFETY: forwarding the caller's promise.
+            Err(_) => unsafe { self.free_slow(ptr) },
         }
-        // SAFETY: forwarding the caller's promise.
-        unsafe { self.free_slow(ptr) }
     }
 
     /// [`free`](Self::free) past a full magazine, or for caches with
@@ -405,7 +401,7 @@ impl Core {
     #[cold]
     fn foreign_free(&self, ptr: NonNull<u8>) -> KmemError {
         match &self.debug {
-            Some(d) => debug::foreign_free(d, ptr, self.layer.owner_of(ptr.as_ptr() as usize)),
+            Some(d) => debug::foreign_free(d, ptr, self.map.owner_of(ptr.as_ptr() as usize)),
             None => self.bad_free(ptr, "not a buffer of this cache"),
         }
     }
@@ -613,6 +609,10 @@ impl CacheBuilder {
         } else {
             None
         };
+        let hot = match &mags {
+            Some(m) if per_alloc.is_none() => m.hot_path(),
+            _ => HotPath::MISS,
+        };
         let core = Arc::new(Core {
             name,
             keg,
@@ -621,7 +621,8 @@ impl CacheBuilder {
             per_alloc,
             reclaim: self.reclaim,
             owner,
-            layer,
+            map: layer.map_view(),
+            hot,
             alloc_fail: AtomicU64::new(0),
             direct_allocs: AtomicU64::new(0),
             moving: std::sync::OnceLock::new(),

@@ -146,18 +146,44 @@ impl Kva {
 
     #[inline]
     fn owner_of(&self, addr: usize) -> Option<u32> {
-        let base = self.reservation.base().as_ptr() as usize;
-        let map = self.map.base().cast::<AtomicU32>().as_ptr();
-        // SAFETY: the map holds one committed word per page of the reservation.
-        unsafe {
-            map_owner(
-                map,
-                base,
-                self.reservation.size() >> self.shift,
-                self.shift,
-                addr,
-            )
+        self.view().owner_of(addr)
+    }
+
+    fn view(&self) -> MapView {
+        MapView {
+            map: self.map.base().cast(),
+            base: self.reservation.base().as_ptr() as usize,
+            pages: self.reservation.size() >> self.shift,
+            shift: self.shift,
         }
+    }
+}
+
+/// A page map's coordinates copied out of its [`Kva`], so that an owner
+/// check is one load from the map rather than a chase through the layer.
+/// Valid while the `Kva` lives; [`PageLayer::map_view`] hands them out only
+/// for a `'static` layer.
+#[derive(Clone, Copy)]
+pub(crate) struct MapView {
+    map: NonNull<AtomicU32>,
+    base: usize,
+    pages: usize,
+    shift: u32,
+}
+
+// SAFETY: the view points at atomics of a map that lives for the program
+// (or, inside `Kva`, as long as the view's user).
+unsafe impl Send for MapView {}
+// SAFETY: as above; every access is an atomic load.
+unsafe impl Sync for MapView {}
+
+impl MapView {
+    /// [`PageLayer::owner_of`].
+    #[inline(always)]
+    pub(crate) fn owner_of(self, addr: usize) -> Option<u32> {
+        // SAFETY: the map holds one committed word per page of the
+        // reservation, and outlives this view.
+        unsafe { map_owner(self.map.as_ptr(), self.base, self.pages, self.shift, addr) }
     }
 }
 
@@ -471,6 +497,11 @@ impl PageLayer {
     #[inline]
     pub fn owner_of(&self, addr: usize) -> Option<u32> {
         self.kva().owner_of(addr)
+    }
+
+    /// The page map's coordinates, for owner checks on a hot path.
+    pub(crate) fn map_view(&'static self) -> MapView {
+        self.kva().view()
     }
 
     /// Reserves `size` bytes (whole pages) of address space with nothing

@@ -13,6 +13,7 @@
 //! CPU slot → depot.
 
 use core::alloc::Layout;
+use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::{Allocator, Global};
@@ -38,6 +39,86 @@ struct Inner<B: Backend, A: Allocator + Clone> {
 struct Node<T> {
     next: *mut Node<T>,
     pair: MagazinePair<T>,
+}
+
+/// The per-thread hit path of one [`Magazines`], copied out of it: a
+/// registry id and serial, two words. Per-CPU caches hand out a path that
+/// always misses.
+///
+/// A wrapper that keeps this beside its `Magazines` reaches the calling
+/// thread's loaded magazine with one TLS load and a compare, without first
+/// testing which front end the cache has.
+///
+/// ```
+/// # use core::mem::MaybeUninit;
+/// # use kmem_magazine::{Backend, Config, Magazines, Mode};
+/// # struct Ints;
+/// # impl Backend for Ints {
+/// #     type Item = usize;
+/// #     fn import(&self, out: &mut [MaybeUninit<usize>]) -> usize {
+/// #         out.iter_mut().for_each(|s| { s.write(7); });
+/// #         out.len()
+/// #     }
+/// #     fn release(&self, _: &[usize]) {}
+/// # }
+/// let cache = Magazines::new(Ints, Config::new("ints", 8).mode(Mode::PerThread))?;
+/// let hot = cache.hot_path();
+/// let x = cache.alloc().unwrap(); // loads this thread's magazine
+/// // SAFETY: `cache` outlives every use of `hot`.
+/// unsafe {
+///     assert_eq!(hot.free_hit(x), Ok(()));
+///     assert_eq!(hot.alloc_hit(), Some(x));
+/// }
+/// cache.free(x);
+/// # Ok::<(), kmem_magazine::MagazineError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct HotPath<T> {
+    handle: Handle,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Copy> HotPath<T> {
+    /// A path that always misses, for wrappers whose cache has no per-thread
+    /// magazines (or none at all).
+    pub const MISS: Self = HotPath {
+        handle: Handle::NONE,
+        _items: PhantomData,
+    };
+
+    /// [`Magazines::alloc_hit`] of the cache this path came from.
+    ///
+    /// # Safety
+    ///
+    /// That cache is still alive (its nodes are freed when it drops, and a
+    /// stale thread entry would still match the serial).
+    #[inline(always)]
+    pub unsafe fn alloc_hit(self) -> Option<T> {
+        let node = thread::lookup(self.handle).cast::<Node<T>>();
+        if node.is_null() {
+            return None;
+        }
+        // SAFETY: a node found under a live cache's serial is this thread's
+        // node of that cache, whose items are `T`; no other reference to it
+        // exists during this call.
+        unsafe { (*node).pair.alloc_hit() }
+    }
+
+    /// [`Magazines::free_hit`] of the cache this path came from.
+    ///
+    /// # Safety
+    ///
+    /// As for [`alloc_hit`](Self::alloc_hit); `item` is one the cache may
+    /// hold.
+    #[inline(always)]
+    pub unsafe fn free_hit(self, item: T) -> Result<(), T> {
+        let node = thread::lookup(self.handle).cast::<Node<T>>();
+        if node.is_null() {
+            return Err(item);
+        }
+        // SAFETY: as in `alloc_hit`.
+        unsafe { (*node).pair.free_hit(item) }
+    }
 }
 
 /// A magazine layer over a [`Backend`]: `alloc` and `free` served from
@@ -160,13 +241,18 @@ impl<B: Backend, A: Allocator + Clone> Magazines<B, A> {
     /// own and go to [`alloc`](Self::alloc) on a miss.
     #[inline(always)]
     pub fn alloc_hit(&self) -> Option<B::Item> {
-        let node = thread::lookup(self.thread?).cast::<Node<B::Item>>();
-        if node.is_null() {
-            return None;
+        // SAFETY: the path is this live cache's.
+        unsafe { self.hot_path().alloc_hit() }
+    }
+
+    /// This cache's per-thread fast path as a plain value, for a caller that
+    /// keeps it beside the cache and wants the hit path without reaching
+    /// through `Magazines` (see [`HotPath`]).
+    pub fn hot_path(&self) -> HotPath<B::Item> {
+        HotPath {
+            handle: self.thread.unwrap_or(Handle::NONE),
+            _items: PhantomData,
         }
-        // SAFETY: the node is this thread's, live while the cache is; no
-        // other reference to it exists during this call.
-        unsafe { (*node).pair.alloc_hit() }
     }
 
     /// Puts `item` in the calling thread's loaded magazine if it has room;
@@ -174,15 +260,8 @@ impl<B: Backend, A: Allocator + Clone> Magazines<B, A> {
     /// [`free`](Self::free) to take the slower way.
     #[inline(always)]
     pub fn free_hit(&self, item: B::Item) -> Result<(), B::Item> {
-        let Some(h) = self.thread else {
-            return Err(item);
-        };
-        let node = thread::lookup(h).cast::<Node<B::Item>>();
-        if node.is_null() {
-            return Err(item);
-        }
-        // SAFETY: as in `alloc_hit`.
-        unsafe { (*node).pair.free_hit(item) }
+        // SAFETY: the path is this live cache's.
+        unsafe { self.hot_path().free_hit(item) }
     }
 
     /// An item: from the calling thread's (or CPU's) magazines, the depot, or

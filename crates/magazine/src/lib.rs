@@ -120,7 +120,7 @@ mod thread;
 #[cfg(all(test, loom))]
 mod tests;
 
-pub use cache::Magazines;
+pub use cache::{HotPath, Magazines};
 pub use clock::{Clock, ManualClock, SYSTEM_CLOCK, SystemClock};
 pub use config::{Config, Mode, NAME_MAX, Name};
 pub use depot::Depot;

@@ -113,6 +113,12 @@ pub(crate) struct Handle {
     pub(crate) serial: u64,
 }
 
+impl Handle {
+    /// A handle no thread has a node for: serials start at 1, and an entry
+    /// whose serial is 0 has a null node.
+    pub(crate) const NONE: Handle = Handle { id: 0, serial: 0 };
+}
+
 /// Claims a free id for `cache`, or `None` if all are taken.
 pub(crate) fn register(cache: *const (), flush: FlushFn) -> Option<Handle> {
     let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
@@ -136,7 +142,9 @@ pub(crate) fn register(cache: *const (), flush: FlushFn) -> Option<Handle> {
 #[inline(always)]
 pub(crate) fn lookup(h: Handle) -> *mut () {
     TABLE.with(|t| {
-        let e = t.entries[h.id].get();
+        // Ids are below the table length; the mask (not a bounds check)
+        // keeps the fast path free of a panic branch.
+        let e = t.entries[h.id % MAX_THREAD_CACHES].get();
         if e.serial == h.serial {
             e.node
         } else {

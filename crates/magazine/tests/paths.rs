@@ -339,3 +339,39 @@ fn hunt_swaps_a_round_out_of_a_full_depot_magazine() {
     depot.purge();
     assert_eq!(depot.backend().outstanding(), 0);
 }
+
+#[test]
+fn hot_path_hits_only_per_thread_magazines_of_its_cache() {
+    let threaded = Magazines::new(
+        Counting::new(1000),
+        Config::new("hot", 64).mode(Mode::PerThread),
+    )
+    .unwrap();
+    let per_cpu = Magazines::new(
+        Counting::new(1000),
+        Config::new("cold", 64).mode(Mode::PerCpu).cpu_slots(1),
+    )
+    .unwrap();
+    let a = threaded.alloc().unwrap();
+    let b = per_cpu.alloc().unwrap();
+    let hot = threaded.hot_path();
+    // SAFETY: both caches outlive every use of their paths.
+    unsafe {
+        assert_eq!(hot.free_hit(a), Ok(()));
+        assert_eq!(hot.alloc_hit(), Some(a));
+        assert_eq!(per_cpu.hot_path().free_hit(b), Err(b), "per-CPU: always a miss");
+        assert_eq!(per_cpu.hot_path().alloc_hit(), None);
+        assert_eq!(kmem_magazine::HotPath::<usize>::MISS.alloc_hit(), None);
+    }
+    // A thread that never touched the cache has no node: the path misses.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: as above.
+            unsafe { assert_eq!(hot.alloc_hit(), None) };
+        });
+    });
+    assert_eq!(threaded.stats().counts.alloc_hits, 1);
+    threaded.free(a);
+    per_cpu.free(b);
+    threaded.check().unwrap();
+}
