@@ -11,14 +11,15 @@
 //!   as `failures` rows (a failed slot stays empty until picked again), and
 //!   kmem-vmem's metadata bytes per live segment as `metadata` rows.
 //! * `qcache pair` / `arena pair`: alloc+free of 4 quanta through a quantum
-//!   cache and through the arena alone.
+//!   cache (`kmem-vmem`: the default per-CPU caches; `kmem-vmem per-thread`:
+//!   `qcache_mode(Mode::PerThread)`) and through the arena alone.
 
 use std::hint::black_box;
 use std::ptr::NonNull;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kmem_benches::{Rng, id, quick, record};
-use kmem_vmem::{Constraints, Policy, Vmem};
+use kmem_vmem::{Constraints, Mode, Policy, Vmem};
 
 const SUITE: &str = "vmem";
 /// The quantum, in bytes, for the allocators that take byte sizes.
@@ -283,11 +284,12 @@ fn random(c: &mut Criterion) {
 
 fn qcache(c: &mut Criterion) {
     let mut g = c.benchmark_group(SUITE);
-    let build = |qcache_max| {
+    let build = |qcache_max, mode| {
         Vmem::builder("pair")
             .span(0, 1 << 30)
             .quantum(Q)
             .qcache_max(qcache_max)
+            .qcache_mode(mode)
             .build()
             .expect("arena")
     };
@@ -303,15 +305,20 @@ fn qcache(c: &mut Criterion) {
             .expect("fill");
         }
     };
-    let cached = build(16 * Q);
-    fill(&cached);
-    g.bench_function(id("qcache pair", "kmem-vmem"), |b| {
-        b.iter(|| {
-            let x = cached.alloc(4 * Q, Policy::InstantFit).expect("alloc");
-            cached.free(black_box(x), 4 * Q).expect("free");
-        })
-    });
-    let plain = build(0);
+    for (mode, name) in [
+        (Mode::PerCpu, "kmem-vmem"),
+        (Mode::PerThread, "kmem-vmem per-thread"),
+    ] {
+        let cached = build(16 * Q, mode);
+        fill(&cached);
+        g.bench_function(id("qcache pair", name), |b| {
+            b.iter(|| {
+                let x = cached.alloc(4 * Q, Policy::InstantFit).expect("alloc");
+                cached.free(black_box(x), 4 * Q).expect("free");
+            })
+        });
+    }
+    let plain = build(0, Mode::PerCpu);
     fill(&plain);
     g.bench_function(id("arena pair", "kmem-vmem"), |b| {
         b.iter(|| {

@@ -5,6 +5,8 @@
 use allocator_api2::alloc::{Allocator, Global};
 use allocator_api2::boxed::Box;
 
+use kmem_magazine::Mode;
+
 use crate::arena::Arena;
 use crate::error::{ArenaName, VmemError};
 use crate::inner::{Core, ReclaimFn};
@@ -34,6 +36,7 @@ struct Settings {
     span: Option<(usize, usize)>,
     quantum: usize,
     qcache_max: usize,
+    qcache_mode: Mode,
     import_quantum: usize,
     limit: usize,
 }
@@ -49,6 +52,7 @@ impl Vmem {
                 span: None,
                 quantum: 1,
                 qcache_max: 0,
+                qcache_mode: Mode::PerCpu,
                 import_quantum: 0,
                 limit: 0,
             },
@@ -85,6 +89,27 @@ where
     /// (the seed's `qc_init`). 0, the default, means none.
     pub fn qcache_max(mut self, max: usize) -> Self {
         self.settings.qcache_max = max;
+        self
+    }
+
+    /// The quantum caches' front end.
+    ///
+    /// [`Mode::PerCpu`], the default, is the seed's: a locked magazine pair
+    /// per CPU. A drain ([`Vmem::drain_qcaches`], or an allocation about to
+    /// fail) reaches every cached segment.
+    ///
+    /// [`Mode::PerThread`] gives each thread its own magazines, with no lock
+    /// on a hit (about half the time of a per-CPU hit). Two costs come with
+    /// it. A drain reaches only the calling thread's magazines and the
+    /// depot: other threads keep up to two magazines per size until they
+    /// exit or the arena drops, so a nearly exhausted arena can fail while
+    /// they hold segments. And each cache takes one of the process's
+    /// [`MAX_THREAD_CACHES`](kmem_magazine::MAX_THREAD_CACHES) per-thread
+    /// ids (a cache that finds none left runs per-CPU;
+    /// [`Vmem::qcache_mode`] tells). Pick it for large resources such as
+    /// address space, where speed matters more than the last few segments.
+    pub fn qcache_mode(mut self, mode: Mode) -> Self {
+        self.settings.qcache_mode = mode;
         self
     }
 
@@ -192,6 +217,7 @@ where
             self.settings.limit,
             reclaim,
         );
-        Vmem::new_in(core, self.settings.qcache_max / q, self.alloc)
+        let qcaches = (self.settings.qcache_max / q, self.settings.qcache_mode);
+        Vmem::new_in(core, qcaches, self.alloc)
     }
 }

@@ -81,7 +81,9 @@
 //! **Quantum caches** (`qcache.rs`, the seed's `qc_init`, `qc_import`,
 //! `qc_release`, `qc_drain`): with `qcache_max` set, each size from one
 //! quantum up to it (at most 16 quanta, `VMEM_QCACHE_IDX_MAX`) has a
-//! per-CPU magazine cache from `kmem-magazine`. [`Vmem::alloc`] and
+//! magazine cache from `kmem-magazine`: per-CPU as in the seed, or
+//! per-thread with no lock on a hit ([`Builder::qcache_mode`], which
+//! explains what a drain can then reach). [`Vmem::alloc`] and
 //! [`Vmem::free`] of those sizes go to the cache and touch the arena only
 //! when a magazine runs empty or full, and then for a whole batch under one
 //! lock. Cached segments stay busy in the arena. When an allocation is about
@@ -183,3 +185,5 @@ pub use fit::{Constraints, Policy};
 pub use source::{ImportFns, NoSource, Source};
 pub use stats::VmemStats;
 pub use vmem::Vmem;
+/// The quantum caches' front end ([`Builder::qcache_mode`]).
+pub use kmem_magazine::Mode;

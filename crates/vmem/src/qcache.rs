@@ -84,6 +84,7 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> QCaches<A, S> {
         name: &str,
         qshift: u32,
         quanta: usize,
+        mode: Mode,
     ) -> Result<(), VmemError> {
         let alloc = self.caches.allocator().clone();
         let no_meta = || VmemError::NoMetadata {
@@ -96,7 +97,7 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> QCaches<A, S> {
             let size = i << qshift;
             // The seed names each cache "<arena>-<size>"; the magazine layer
             // keeps a short inline name, so the arena name alone is used.
-            let config = Config::new(name, size).mode(Mode::PerCpu);
+            let config = Config::new(name, size).mode(mode);
             let backend = QcBackend { core, size };
             let cache = Magazines::new_in(backend, config, alloc.clone()).map_err(|_| no_meta())?;
             self.caches.push(cache);
@@ -107,6 +108,15 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> QCaches<A, S> {
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.caches.is_empty()
+    }
+
+    /// [`Mode::PerThread`] if every cache runs per-thread magazines.
+    pub fn mode(&self) -> Option<Mode> {
+        if self.caches.is_empty() {
+            return None;
+        }
+        let all = self.caches.iter().all(|c| c.mode() == Mode::PerThread);
+        Some(if all { Mode::PerThread } else { Mode::PerCpu })
     }
 
     /// The largest size cached, in bytes.

@@ -7,6 +7,7 @@ use core::ptr::NonNull;
 use std::time::Duration;
 
 use allocator_api2::alloc::{Allocator, Global};
+use kmem_magazine::Mode;
 
 use crate::error::VmemError;
 use crate::fit::{Constraints, Policy};
@@ -45,7 +46,7 @@ where
     /// quantum caches in front of it.
     pub(crate) fn new_in(
         core: Core<A, S>,
-        qcache_quanta: usize,
+        (qcache_quanta, qcache_mode): (usize, Mode),
         alloc: A,
     ) -> Result<Self, VmemError> {
         let arena = core.name_raw();
@@ -69,7 +70,7 @@ where
         let filled = unsafe {
             (*ptr.as_ptr())
                 .qcaches
-                .fill(ptr, arena.as_str(), qshift, qcache_quanta)
+                .fill(ptr, arena.as_str(), qshift, qcache_quanta, qcache_mode)
         };
         filled.map(|()| vmem)
     }
@@ -212,6 +213,13 @@ where
     /// quantum, wraps past `usize::MAX` or overlaps a span of the arena.
     pub fn add(&self, base: usize, size: usize) -> Result<(), VmemError> {
         self.core().add(base, size)
+    }
+
+    /// The quantum caches' front end: `None` without caches, otherwise
+    /// [`Mode::PerThread`] only if every cache got a per-thread id (see
+    /// [`Builder::qcache_mode`](crate::Builder::qcache_mode)).
+    pub fn qcache_mode(&self) -> Option<Mode> {
+        self.core().qcaches.mode()
     }
 
     /// Returns every segment the quantum caches hold to the arena

@@ -5,16 +5,26 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use kmem_vmem::{Constraints, Policy, Vmem};
+use kmem_vmem::{Constraints, Mode, Policy, Vmem};
+
+const MODES: [Mode; 2] = [Mode::PerCpu, Mode::PerThread];
 
 #[test]
 fn small_sizes_come_from_the_quantum_caches() {
+    for mode in MODES {
+        small_sizes_come_from_the_quantum_caches_in(mode);
+    }
+}
+
+fn small_sizes_come_from_the_quantum_caches_in(mode: Mode) {
     let a = Vmem::builder("qc")
         .span(0x1000, 0x10_0000)
         .quantum(16)
         .qcache_max(4 * 16)
+        .qcache_mode(mode)
         .build()
         .unwrap();
+    assert_eq!(a.qcache_mode(), Some(mode));
     assert_eq!(a.stats().qcache_max, 64);
     let x = a.alloc(20, Policy::BestFit).unwrap(); // 2 quanta: the 32-byte cache
     a.free(x, 20).unwrap();
@@ -103,6 +113,20 @@ fn dropping_an_arena_with_cached_segments_returns_everything() {
 
 #[test]
 fn threads_hammer_a_child_with_quantum_caches_and_a_parent() {
+    for mode in MODES {
+        hammer(mode);
+    }
+}
+
+#[test]
+fn an_arena_without_quantum_caches_has_no_qcache_mode() {
+    let a = Vmem::builder("none").span(0, 4096).build().unwrap();
+    assert_eq!(a.qcache_mode(), None);
+}
+
+/// In per-thread mode the worker threads' magazines reach the depot when
+/// they exit, so the end-of-test accounting holds in both modes.
+fn hammer(mode: Mode) {
     const Q: usize = 4096;
     let parent = Arc::new(
         Vmem::builder("parent")
@@ -115,6 +139,7 @@ fn threads_hammer_a_child_with_quantum_caches_and_a_parent() {
         Vmem::builder("child")
             .quantum(Q)
             .qcache_max(8 * Q)
+            .qcache_mode(mode)
             .source(parent.clone(), 64 * Q)
             .build()
             .unwrap(),
@@ -203,4 +228,35 @@ fn threads_hammer_a_child_with_quantum_caches_and_a_parent() {
     drop(child);
     assert_eq!(parent.stats().allocated, 0);
     parent.check().unwrap();
+}
+
+#[test]
+fn per_thread_caches_drain_other_threads_only_when_they_exit() {
+    let a = Vmem::builder("pt")
+        .span(0, 1 << 20)
+        .quantum(16)
+        .qcache_max(16)
+        .qcache_mode(Mode::PerThread)
+        .build()
+        .unwrap();
+    let (freed, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    thread::scope(|s| {
+        s.spawn(|| {
+            let x = a.alloc(16, Policy::InstantFit).unwrap();
+            a.free(x, 16).unwrap();
+            freed.wait();
+            done.wait(); // stay alive, magazines loaded, while main drains
+        });
+        freed.wait();
+        a.drain_qcaches();
+        assert!(
+            a.stats().allocated > 0,
+            "a live thread keeps its magazines"
+        );
+        done.wait();
+    });
+    // The scope joined the thread: its exit put its magazines in the depot.
+    a.drain_qcaches();
+    assert_eq!(a.stats().allocated, 0);
+    a.check().unwrap();
 }
