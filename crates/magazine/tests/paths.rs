@@ -359,7 +359,11 @@ fn hot_path_hits_only_per_thread_magazines_of_its_cache() {
     unsafe {
         assert_eq!(hot.free_hit(a), Ok(()));
         assert_eq!(hot.alloc_hit(), Some(a));
-        assert_eq!(per_cpu.hot_path().free_hit(b), Err(b), "per-CPU: always a miss");
+        assert_eq!(
+            per_cpu.hot_path().free_hit(b),
+            Err(b),
+            "per-CPU: always a miss"
+        );
         assert_eq!(per_cpu.hot_path().alloc_hit(), None);
         assert_eq!(kmem_magazine::HotPath::<usize>::MISS.alloc_hit(), None);
     }

@@ -182,8 +182,8 @@ mod vmem;
 pub use builder::{Builder, QCACHE_MAX_QUANTA};
 pub use error::{ArenaName, NAME_MAX, VmemError};
 pub use fit::{Constraints, Policy};
+/// The quantum caches' front end ([`Builder::qcache_mode`]).
+pub use kmem_magazine::Mode;
 pub use source::{ImportFns, NoSource, Source};
 pub use stats::VmemStats;
 pub use vmem::Vmem;
-/// The quantum caches' front end ([`Builder::qcache_mode`]).
-pub use kmem_magazine::Mode;

@@ -249,10 +249,7 @@ fn per_thread_caches_drain_other_threads_only_when_they_exit() {
         });
         freed.wait();
         a.drain_qcaches();
-        assert!(
-            a.stats().allocated > 0,
-            "a live thread keeps its magazines"
-        );
+        assert!(a.stats().allocated > 0, "a live thread keeps its magazines");
         done.wait();
     });
     // The scope joined the thread: its exit put its magazines in the depot.
