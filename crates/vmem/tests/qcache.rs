@@ -2,7 +2,7 @@
 //! quantum caches importing from a parent.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 
 use kmem_vmem::{Constraints, Mode, Policy, Vmem};
@@ -232,27 +232,32 @@ fn hammer(mode: Mode) {
 
 #[test]
 fn per_thread_caches_drain_other_threads_only_when_they_exit() {
-    let a = Vmem::builder("pt")
-        .span(0, 1 << 20)
-        .quantum(16)
-        .qcache_max(16)
-        .qcache_mode(Mode::PerThread)
-        .build()
-        .unwrap();
-    let (freed, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
-    thread::scope(|s| {
-        s.spawn(|| {
+    let a = Arc::new(
+        Vmem::builder("pt")
+            .span(0, 1 << 20)
+            .quantum(16)
+            .qcache_max(16)
+            .qcache_mode(Mode::PerThread)
+            .build()
+            .unwrap(),
+    );
+    let (freed, done) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let worker = {
+        let (a, freed, done) = (a.clone(), freed.clone(), done.clone());
+        thread::spawn(move || {
             let x = a.alloc(16, Policy::InstantFit).unwrap();
             a.free(x, 16).unwrap();
             freed.wait();
             done.wait(); // stay alive, magazines loaded, while main drains
-        });
-        freed.wait();
-        a.drain_qcaches();
-        assert!(a.stats().allocated > 0, "a live thread keeps its magazines");
-        done.wait();
-    });
-    // The scope joined the thread: its exit put its magazines in the depot.
+        })
+    };
+    freed.wait();
+    a.drain_qcaches();
+    assert!(a.stats().allocated > 0, "a live thread keeps its magazines");
+    done.wait();
+    // A join (unlike the end of a `thread::scope`) waits for the thread's
+    // exit hooks, which put its magazines in the depot.
+    worker.join().unwrap();
     a.drain_qcaches();
     assert_eq!(a.stats().allocated, 0);
     a.check().unwrap();
