@@ -32,7 +32,7 @@
 //! given to, and `kmem_free` which size class a buffer came from.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use kmem_sys::{PageSource, Reservation, SysError, page_size};
@@ -181,9 +181,15 @@ impl MapView {
     /// [`PageLayer::owner_of`].
     #[inline(always)]
     pub(crate) fn owner_of(self, addr: usize) -> Option<u32> {
+        let page = addr.wrapping_sub(self.base) >> self.shift;
+        if page >= self.pages {
+            return None;
+        }
         // SAFETY: the map holds one committed word per page of the
-        // reservation, and outlives this view.
-        unsafe { map_owner(self.map.as_ptr(), self.base, self.pages, self.shift, addr) }
+        // reservation, `page` is below that count, and the map outlives
+        // this view.
+        let b = unsafe { self.map.add(page).as_ref() }.load(Ordering::Relaxed);
+        (b & (START | CONT) != 0).then_some(b & OWNER)
     }
 }
 
@@ -290,52 +296,15 @@ pub struct PageLayer {
 
 static GLOBAL_KVA: OnceLock<Kva> = OnceLock::new();
 
-/// The global page map's coordinates, copied out of [`GLOBAL_KVA`] once it
-/// exists so that [`global_owner_of`] needs no pointer chase: the
-/// reservation base, its page count, `log2(page size)` and the map itself.
-static MAP_BASE: AtomicUsize = AtomicUsize::new(0);
-static MAP_PAGES: AtomicUsize = AtomicUsize::new(0);
-static MAP_SHIFT: AtomicU32 = AtomicU32::new(0);
-static MAP: AtomicPtr<AtomicU32> = AtomicPtr::new(core::ptr::null_mut());
+/// The global page map's coordinates, kept inline in a static once the
+/// layer exists, so that [`global_owner_of`] needs no pointer chase.
+static GLOBAL_MAP: OnceLock<MapView> = OnceLock::new();
 
 /// [`PageLayer::owner_of`] for the process-wide layer, in two dependent
 /// loads (this is on every `Kmem` dealloc). `None` before the layer exists.
 #[inline]
 pub(crate) fn global_owner_of(addr: usize) -> Option<u32> {
-    let map = MAP.load(Ordering::Acquire);
-    if map.is_null() {
-        return None;
-    }
-    let (base, pages) = (
-        MAP_BASE.load(Ordering::Relaxed),
-        MAP_PAGES.load(Ordering::Relaxed),
-    );
-    // SAFETY: `map` is the global layer's page map, published after the
-    // other three figures: one committed word per page of `pages`.
-    unsafe { map_owner(map, base, pages, MAP_SHIFT.load(Ordering::Relaxed), addr) }
-}
-
-/// The owner tag in the page map `map` (one word per page of the `pages`
-/// pages from `base`) of the allocation holding `addr`, if any.
-///
-/// # Safety
-///
-/// `map` points to `pages` committed words.
-#[inline]
-unsafe fn map_owner(
-    map: *const AtomicU32,
-    base: usize,
-    pages: usize,
-    shift: u32,
-    addr: usize,
-) -> Option<u32> {
-    let page = addr.wrapping_sub(base) >> shift;
-    if page >= pages {
-        return None;
-    }
-    // SAFETY: `page` is below the map's length (the caller's promise).
-    let b = unsafe { &*map.add(page) }.load(Ordering::Relaxed);
-    (b & (START | CONT) != 0).then_some(b & OWNER)
+    GLOBAL_MAP.get()?.owner_of(addr)
 }
 
 /// The process-wide layer's reservation as `(base, size)`, once it exists
@@ -371,13 +340,7 @@ impl PageLayer {
                     .find_map(|&size| Kva::new(size).ok())
                     .expect("kmem: cannot reserve address space for the page layer")
             });
-            MAP_BASE.store(kva.reservation.base().as_ptr() as usize, Ordering::Relaxed);
-            MAP_PAGES.store(kva.reservation.size() >> kva.shift, Ordering::Relaxed);
-            MAP_SHIFT.store(kva.shift, Ordering::Relaxed);
-            MAP.store(
-                kva.map.base().cast::<AtomicU32>().as_ptr(),
-                Ordering::Release,
-            );
+            GLOBAL_MAP.get_or_init(|| kva.view());
             Self::over(KvaRef::Static(kva)).expect("kmem: cannot build the page layer")
         })
     }
