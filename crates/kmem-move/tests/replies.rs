@@ -95,10 +95,10 @@ fn no_marks_the_slab_and_notify_retries() {
         .into_iter()
         .filter(|&a| slab_of(a) == slab)
         .collect();
-    let ids: Vec<u64> = mine
-        .iter()
-        .map(|a| table.lock().unwrap().by_addr[a])
-        .collect();
+    let ids: Vec<u64> = {
+        let t = table.lock().unwrap();
+        mine.iter().map(|a| t.by_addr[a]).collect()
+    };
     for &addr in &mine {
         cons.move_notify(NonNull::new(addr as *mut u8).unwrap())
             .unwrap();
