@@ -6,6 +6,8 @@
 //!   sequence from the same seed. Subjects: `kmem-vmem instant` and
 //!   `kmem-vmem best` (the two policies), `kmem-vmem xalloc` (instant fit
 //!   with a 4-quantum alignment and a 64-quantum boundary not to cross),
+//!   all through `&mut self` (`alloc_mut`, `xfree_mut`: no lock) like the
+//!   peers; `kmem-vmem instant &self` (through `&self`, taking the lock),
 //!   `vmem 1.0` (best fit: its instant fit fails on this workload),
 //!   `range-alloc` and `offset-allocator`. Allocation failures are recorded
 //!   as `failures` rows (a failed slot stays empty until picked again), and
@@ -76,11 +78,13 @@ impl<S: Subject> Workload<S> {
     }
 }
 
-/// kmem-vmem with a policy and optional constraints.
+/// kmem-vmem with a policy and optional constraints, through `&mut self`
+/// (the `_mut` methods, no lock) as the peers are, or through `&self`.
 struct Ours {
     arena: Vmem,
     policy: Policy,
     constraints: Option<Constraints>,
+    shared: bool,
 }
 
 impl Ours {
@@ -94,6 +98,15 @@ impl Ours {
             arena,
             policy,
             constraints,
+            shared: false,
+        }
+    }
+
+    /// The same arena used through `&self`, taking its lock.
+    fn shared(n: usize) -> Self {
+        Ours {
+            shared: true,
+            ..Ours::new(n, Policy::InstantFit, None)
         }
     }
 }
@@ -102,14 +115,21 @@ impl Subject for Ours {
     type Handle = usize;
     #[inline]
     fn alloc(&mut self, quanta: usize) -> Option<usize> {
-        match &self.constraints {
-            None => self.arena.alloc(quanta * Q, self.policy).ok(),
-            Some(c) => self.arena.xalloc(quanta * Q, c, self.policy).ok(),
+        let size = quanta * Q;
+        match (&self.constraints, self.shared) {
+            (None, false) => self.arena.alloc_mut(size, self.policy).ok(),
+            (None, true) => self.arena.alloc(size, self.policy).ok(),
+            (Some(c), _) => self.arena.xalloc_mut(size, c, self.policy).ok(),
         }
     }
     #[inline]
     fn free(&mut self, h: usize, quanta: usize) {
-        self.arena.xfree(h, quanta * Q).expect("free");
+        let freed = if self.shared {
+            self.arena.xfree(h, quanta * Q)
+        } else {
+            self.arena.xfree_mut(h, quanta * Q)
+        };
+        freed.expect("free");
     }
 }
 
@@ -234,6 +254,7 @@ fn random(c: &mut Criterion) {
             "bytes",
         );
         drop(w);
+        run(&mut g, n, "kmem-vmem instant &self", Ours::shared(n));
         run(
             &mut g,
             n,

@@ -76,7 +76,7 @@ pub mod sync;
 pub use cpu::{cpu_count, current_cpu, thread_slot};
 pub use error::SysError;
 pub use name::Name;
-pub use page::{is_page_aligned, page_size, round_to_pages};
+pub use page::{HUGE_PAGE, advise_huge_pages, is_page_aligned, page_size, round_to_pages};
 pub use percpu::{CACHE_PAD, CachePadded, PerCpu};
 pub use reserve::Reservation;
 pub use source::{OsPages, PageSource};

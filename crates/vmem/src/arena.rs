@@ -244,6 +244,19 @@ impl<A: Allocator + Clone> Arena<A> {
         Some(x)
     }
 
+    /// The fast path of an allocation: places `req` if no tag can run out
+    /// halfway and a free segment fits, and counts it; `None` sends the
+    /// caller to the slow path (fill tags, import, drain, wait).
+    #[inline]
+    pub fn try_place(&mut self, req: &Request, policy: Policy) -> Option<usize> {
+        if self.tags.n_unused() < TAGS_PER_OP {
+            return None;
+        }
+        let x = self.alloc(req, policy)?;
+        self.count_alloc(req, policy);
+        Some(x)
+    }
+
     /// The head of the first list whose members all hold `req.size`; with
     /// constraints, the first such head that satisfies them; then best fit.
     #[inline]
@@ -459,6 +472,25 @@ impl<A: Allocator + Clone> Arena<A> {
             self.file_free(t);
         }
         Ok(None)
+    }
+
+    /// [`free`](Self::free), counted as a free or a bad free.
+    #[inline]
+    pub fn free_counted(
+        &mut self,
+        addr: usize,
+        size: usize,
+        asked: usize,
+    ) -> Result<Option<(usize, usize)>, VmemError> {
+        let freed = self.free(addr, size, asked);
+        match &freed {
+            Ok(released) => {
+                self.counters.frees += 1;
+                self.counters.releases += u64::from(released.is_some());
+            }
+            Err(_) => self.counters.bad_frees += 1,
+        }
+        freed
     }
 
     /// Sets the size of free tag `t` (on its list), moving it to another

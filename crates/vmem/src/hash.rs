@@ -15,7 +15,7 @@
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec;
 
-use crate::tag::{Kind, NIL, TagPool};
+use crate::tag::{Kind, NIL, TagPool, advise_huge};
 
 /// Smallest table (`VMEM_HASHSIZE_MIN`).
 const MIN_BUCKETS: usize = 16;
@@ -60,6 +60,7 @@ impl<A: Allocator + Clone> BusyHash<A> {
     fn table(alloc: A, n: usize) -> Result<Vec<u32, A>, ()> {
         let mut v = Vec::new_in(alloc);
         v.try_reserve_exact(n).map_err(drop)?;
+        advise_huge(&v);
         v.resize(n, NIL);
         Ok(v)
     }

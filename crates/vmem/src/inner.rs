@@ -9,7 +9,7 @@ use allocator_api2::alloc::Allocator;
 use allocator_api2::boxed::Box;
 use kmem_sys::sync::{Condvar, Mutex, MutexGuard};
 
-use crate::arena::{Arena, TAGS_PER_OP};
+use crate::arena::Arena;
 use crate::error::{ArenaName, VmemError};
 use crate::fit::{Constraints, Policy, Request};
 use crate::qcache::QCaches;
@@ -181,16 +181,42 @@ where
     /// The fast path: one lock, one placement.
     #[inline]
     fn place(&self, req: &Request, policy: Policy, wait: Wait) -> Result<usize, VmemError> {
-        {
-            let mut g = self.arena.lock();
-            if g.tags.n_unused() >= TAGS_PER_OP
-                && let Some(x) = g.alloc(req, policy)
-            {
-                g.count_alloc(req, policy);
-                return Ok(x);
-            }
+        if let Some(x) = self.arena.lock().try_place(req, policy) {
+            return Ok(x);
         }
         self.place_slow(req, policy, wait)
+    }
+
+    /// [`alloc`](Self::alloc) without taking the lock: `&mut self` proves
+    /// that no other thread can reach the arena.
+    #[inline]
+    pub fn alloc_mut(&mut self, size: usize, policy: Policy) -> Result<usize, VmemError> {
+        let size = self.round(size)?;
+        let req = Request::plain(size, self.quantum());
+        self.place_mut(&req, policy)
+    }
+
+    /// [`xalloc`](Self::xalloc) without taking the lock, as
+    /// [`alloc_mut`](Self::alloc_mut).
+    pub fn xalloc_mut(
+        &mut self,
+        size: usize,
+        c: &Constraints,
+        policy: Policy,
+    ) -> Result<usize, VmemError> {
+        let size = self.round(size)?;
+        let req = Request::new(self.name, size, self.quantum(), c)?;
+        self.place_mut(&req, policy)
+    }
+
+    /// [`place`](Self::place) with exclusive access: no waiter can exist,
+    /// so a miss goes to the slow path without waiting.
+    #[inline]
+    fn place_mut(&mut self, req: &Request, policy: Policy) -> Result<usize, VmemError> {
+        if let Some(x) = self.arena.get_mut().try_place(req, policy) {
+            return Ok(x);
+        }
+        self.place_slow(req, policy, Wait::No)
     }
 
     /// The seed's `vmem_xalloc` loop: fill tags, search, import, drain the
@@ -342,29 +368,31 @@ where
     /// As [`free`](Self::free).
     #[inline]
     pub fn xfree(&self, addr: usize, size: usize) -> Result<(), VmemError> {
-        let rounded = match self.round(size) {
-            Ok(r) => r,
-            Err(_) => return Err(self.bad_free(addr, size)),
-        };
+        let rounded = self.round(size).map_err(|_| self.bad_free(addr, size))?;
         let mut g = self.arena.lock();
-        match g.free(addr, rounded, size) {
-            Ok(None) => {
-                g.counters.frees += 1;
-                self.wake(&g);
-                Ok(())
-            }
-            Ok(Some((base, span))) => {
-                g.counters.frees += 1;
-                g.counters.releases += 1;
-                self.wake(&g);
-                drop(g);
-                self.source.release(base, span);
-                Ok(())
-            }
-            Err(e) => {
-                g.counters.bad_frees += 1;
-                Err(e)
-            }
+        let released = g.free_counted(addr, rounded, size)?;
+        self.wake(&g);
+        drop(g);
+        self.release(released);
+        Ok(())
+    }
+
+    /// [`xfree`](Self::xfree) without taking the lock, as
+    /// [`alloc_mut`](Self::alloc_mut); no waiter can exist to wake.
+    #[inline]
+    pub fn xfree_mut(&mut self, addr: usize, size: usize) -> Result<(), VmemError> {
+        let rounded = self.round(size).map_err(|_| self.bad_free(addr, size))?;
+        let released = self.arena.get_mut().free_counted(addr, rounded, size)?;
+        self.release(released);
+        Ok(())
+    }
+
+    /// Gives a span that a free left wholly free back to the source, with
+    /// the lock not held.
+    #[inline]
+    fn release(&self, span: Option<(usize, usize)>) {
+        if let Some((base, size)) = span {
+            self.source.release(base, size);
         }
     }
 

@@ -90,6 +90,13 @@
 //! to fail, the caches are drained back into the arena first (`qc_drain`).
 //! `xalloc` and `xfree` bypass them, as in the seed.
 //!
+//! **Metadata memory.** Tags live in one array and the busy hash in
+//! another, both from the metadata allocator. Once either spans a huge page
+//! (2 MiB, about 65 000 tags or 500 000 buckets) it is advised for
+//! transparent huge pages before its new part is first written: at a
+//! million segments every operation touches a few lines of tens of MiB at
+//! random, and on 4 KiB pages each would be a TLB miss too.
+//!
 //! **Tag reserve.** Every operation first makes sure the pool holds the four
 //! tags it may need (`bt_fill` to `BT_MAXALLOC`), so it cannot fail halfway;
 //! if the metadata allocator fails, the operation fails with
@@ -98,7 +105,13 @@
 //! # Locking
 //!
 //! One lock per arena (`vm_lock`), a futex mutex from `kmem_sys::sync` that
-//! never allocates, so an arena can sit under a `GlobalAlloc`. The lock is
+//! never allocates, so an arena can sit under a `GlobalAlloc`. An owner
+//! with `&mut Vmem` (one thread, or the caller's own lock around it) can
+//! skip it: [`Vmem::alloc_mut`], [`xalloc_mut`](Vmem::xalloc_mut),
+//! [`free_mut`](Vmem::free_mut) and [`xfree_mut`](Vmem::xfree_mut) do what
+//! their `&self` twins do without the lock's two atomic operations, except
+//! in an arena with per-thread quantum caches, which other threads' exit
+//! hooks reach. The lock is
 //! dropped around every call out — import, release, reclaim — as the seed
 //! drops it around `vm_importfn`; a child arena therefore never holds its
 //! lock while taking its parent's. The quantum caches call into the arena

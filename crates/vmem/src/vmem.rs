@@ -28,6 +28,10 @@ pub struct Vmem<A: Allocator + Clone + Send + Sync = Global, S: Source = NoSourc
     core: NonNull<Core<A, S>>,
     qshift: u32,
     qcache_max: usize,
+    /// Whether other threads can reach the core without `&self`: per-thread
+    /// quantum caches flush into it from their threads' exit hooks. Then
+    /// the `_mut` methods lock as the `&self` ones do.
+    thread_caches: bool,
     alloc: A,
 }
 
@@ -58,27 +62,48 @@ where
             .cast::<Core<A, S>>();
         // SAFETY: a fresh allocation with the layout of `Core`.
         unsafe { ptr.as_ptr().write(core) };
-        let vmem = Vmem {
+        let mut vmem = Vmem {
             core: ptr,
             qshift,
             qcache_max: qcache_quanta << qshift,
+            thread_caches: false,
             alloc,
         };
         // SAFETY: nothing else refers to the core yet, so this is the only
         // reference; the caches get the pointer, and `Drop` clears them
         // before it frees the core.
-        let filled = unsafe {
-            (*ptr.as_ptr())
-                .qcaches
-                .fill(ptr, arena.as_str(), qshift, qcache_quanta, qcache_mode)
-        };
-        filled.map(|()| vmem)
+        unsafe {
+            (*ptr.as_ptr()).qcaches.fill(
+                ptr,
+                arena.as_str(),
+                qshift,
+                qcache_quanta,
+                qcache_mode,
+            )?;
+        }
+        vmem.thread_caches = vmem.qcache_mode() == Some(Mode::PerThread);
+        Ok(vmem)
     }
 
     #[inline(always)]
     fn core(&self) -> &Core<A, S> {
         // SAFETY: the core is live until `drop` and only shared from here.
         unsafe { self.core.as_ref() }
+    }
+
+    /// The core to use without its lock, unless per-thread quantum caches
+    /// may reach it from other threads.
+    #[inline(always)]
+    fn core_mut(&mut self) -> Option<&mut Core<A, S>> {
+        if self.thread_caches {
+            return None;
+        }
+        // SAFETY: the core is live until `drop`. `&mut self` excludes every
+        // other use of this `Vmem`, and without per-thread caches the core
+        // is reached only through it: per-CPU caches and their backends are
+        // used from `Vmem` methods, and a child arena holds its parent by
+        // reference or value, so `&mut` to a parent rules out its children.
+        Some(unsafe { self.core.as_mut() })
     }
 
     /// The arena's name.
@@ -202,6 +227,82 @@ where
     #[inline]
     pub fn xfree(&self, addr: usize, size: usize) -> Result<(), VmemError> {
         self.core().xfree(addr, size)
+    }
+
+    /// [`alloc`](Self::alloc) through exclusive access: the same result,
+    /// without the arena lock's two atomic operations. For an arena owned
+    /// by one thread or kept behind the caller's own lock, as the Rust
+    /// range allocators take `&mut self`. Arenas with per-thread quantum
+    /// caches still lock (other threads' exit hooks free into the arena).
+    ///
+    /// ```
+    /// use kmem_vmem::{Policy, Vmem};
+    ///
+    /// let mut ids = Vmem::builder("ids").span(1, 1000).build()?;
+    /// let id = ids.alloc_mut(1, Policy::InstantFit)?;
+    /// ids.free_mut(id, 1)?;
+    /// assert_eq!(ids.stats().allocated, 0);
+    /// # Ok::<(), kmem_vmem::VmemError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`alloc`](Self::alloc).
+    #[inline]
+    pub fn alloc_mut(&mut self, size: usize, policy: Policy) -> Result<usize, VmemError> {
+        if let Some(x) = self.qcache_alloc(size) {
+            return Ok(x);
+        }
+        match self.core_mut() {
+            Some(core) => core.alloc_mut(size, policy),
+            None => self.core().alloc(size, policy),
+        }
+    }
+
+    /// [`xalloc`](Self::xalloc) through exclusive access, as
+    /// [`alloc_mut`](Self::alloc_mut).
+    ///
+    /// # Errors
+    ///
+    /// As [`xalloc`](Self::xalloc).
+    pub fn xalloc_mut(
+        &mut self,
+        size: usize,
+        c: &Constraints,
+        policy: Policy,
+    ) -> Result<usize, VmemError> {
+        match self.core_mut() {
+            Some(core) => core.xalloc_mut(size, c, policy),
+            None => self.core().xalloc(size, c, policy),
+        }
+    }
+
+    /// [`free`](Self::free) through exclusive access, as
+    /// [`alloc_mut`](Self::alloc_mut).
+    ///
+    /// # Errors
+    ///
+    /// As [`free`](Self::free).
+    #[inline]
+    pub fn free_mut(&mut self, addr: usize, size: usize) -> Result<(), VmemError> {
+        if size <= self.qcache_max && size != 0 {
+            return self.free(addr, size);
+        }
+        self.xfree_mut(addr, size)
+    }
+
+    /// [`xfree`](Self::xfree) through exclusive access, as
+    /// [`alloc_mut`](Self::alloc_mut).
+    ///
+    /// # Errors
+    ///
+    /// As [`xfree`](Self::xfree).
+    #[inline]
+    pub fn xfree_mut(&mut self, addr: usize, size: usize) -> Result<(), VmemError> {
+        match self.core_mut() {
+            Some(core) => core.xfree_mut(addr, size),
+            None => self.core().xfree(addr, size),
+        }
     }
 
     /// Adds the span `[base, base + size)` to the arena, wholly free

@@ -1,0 +1,186 @@
+//! The `_mut` methods: through `&mut self` they skip the arena lock, and
+//! must behave exactly as the `&self` methods do.
+
+use std::sync::Arc;
+use std::thread;
+
+use kmem_vmem::{Constraints, Mode, Policy, Vmem, VmemError};
+
+/// xorshift64*: the same sequence for both arenas.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+#[test]
+fn exclusive_and_shared_calls_place_every_segment_alike() {
+    let build = || {
+        Vmem::builder("twin")
+            .span(0x1000, 0x10_0000)
+            .quantum(16)
+            .build()
+            .unwrap()
+    };
+    let (mut mine, shared) = (build(), build());
+    let cons = Constraints {
+        align: 64,
+        nocross: 4096,
+        ..Constraints::default()
+    };
+    let mut rng = Rng(0x5eed);
+    let mut live: Vec<Option<(usize, usize, bool)>> = vec![None; 64];
+    for step in 0..20_000 {
+        let i = rng.below(live.len() as u64) as usize;
+        if let Some((x, size, constrained)) = live[i].take() {
+            if constrained {
+                mine.xfree_mut(x, size).unwrap();
+            } else {
+                mine.free_mut(x, size).unwrap();
+            }
+            shared.xfree(x, size).unwrap();
+        }
+        let size = 16 * (rng.below(64) as usize + 1);
+        let policy = [Policy::InstantFit, Policy::BestFit, Policy::NextFit][step % 3];
+        let constrained = step % 5 == 0;
+        let (a, b) = if constrained {
+            (
+                mine.xalloc_mut(size, &cons, policy),
+                shared.xalloc(size, &cons, policy),
+            )
+        } else {
+            (mine.alloc_mut(size, policy), shared.alloc(size, policy))
+        };
+        assert_eq!(a, b, "step {step}: size {size}, {policy:?}");
+        live[i] = a.ok().map(|x| (x, size, constrained));
+    }
+    mine.check().unwrap();
+    let (m, s) = (mine.stats(), shared.stats());
+    assert_eq!(
+        (
+            m.allocated,
+            m.free_segments,
+            m.instant_fit,
+            m.best_fit,
+            m.next_fit
+        ),
+        (
+            s.allocated,
+            s.free_segments,
+            s.instant_fit,
+            s.best_fit,
+            s.next_fit
+        )
+    );
+    assert_eq!((m.frees, m.constrained), (s.frees, s.constrained));
+}
+
+#[test]
+fn exclusive_bad_frees_are_errors_that_change_nothing() {
+    let mut a = Vmem::builder("bad")
+        .span(0, 4096)
+        .quantum(16)
+        .build()
+        .unwrap();
+    let x = a.alloc_mut(64, Policy::InstantFit).unwrap();
+    let before = a.stats();
+    assert!(matches!(
+        a.free_mut(x + 16, 64),
+        Err(VmemError::NotAllocated { .. })
+    ));
+    assert!(matches!(
+        a.xfree_mut(x, 32),
+        Err(VmemError::WrongSize { allocated: 64, .. })
+    ));
+    assert!(matches!(
+        a.xfree_mut(x, 0),
+        Err(VmemError::NotAllocated { .. })
+    ));
+    let after = a.stats();
+    assert_eq!(after.allocated, before.allocated);
+    assert_eq!(after.bad_frees, 3);
+    a.free_mut(x, 64).unwrap();
+    assert_eq!(a.stats().allocated, 0);
+    a.check().unwrap();
+}
+
+#[test]
+fn an_exclusive_free_releases_a_wholly_free_span_to_the_parent() {
+    let parent = Arc::new(
+        Vmem::builder("parent")
+            .span(0x10_0000, 0x10_0000)
+            .quantum(0x1000)
+            .build()
+            .unwrap(),
+    );
+    let mut child = Vmem::builder("child")
+        .quantum(0x1000)
+        .source(parent.clone(), 0x1_0000)
+        .build()
+        .unwrap();
+    let x = child.alloc_mut(0x3000, Policy::InstantFit).unwrap();
+    assert_eq!(parent.stats().allocated, 0x1_0000, "the miss imported");
+    child.free_mut(x, 0x3000).unwrap();
+    assert_eq!(child.stats().releases, 1);
+    assert_eq!(parent.stats().allocated, 0);
+    child.check().unwrap();
+}
+
+#[test]
+fn exclusive_calls_use_quantum_caches_of_either_mode() {
+    for mode in [Mode::PerCpu, Mode::PerThread] {
+        let mut a = Vmem::builder("qc")
+            .span(0, 1 << 20)
+            .quantum(16)
+            .qcache_max(4 * 16)
+            .qcache_mode(mode)
+            .build()
+            .unwrap();
+        let x = a.alloc_mut(32, Policy::InstantFit).unwrap();
+        a.free_mut(x, 32).unwrap();
+        assert!(
+            a.stats().qcache_cached >= 32,
+            "{mode:?}: x went to its cache"
+        );
+        assert_eq!(a.alloc_mut(32, Policy::InstantFit), Ok(x), "{mode:?}");
+        a.free_mut(x, 32).unwrap();
+        let big = a.alloc_mut(4096, Policy::InstantFit).unwrap();
+        a.free_mut(big, 4096).unwrap();
+        // With per-thread caches another thread's exit hook frees into the
+        // arena, so the `_mut` calls must still take the lock: run them
+        // while such threads come and go.
+        let a = Arc::new(std::sync::Mutex::new(a));
+        thread::scope(|s| {
+            for _ in 0..2 {
+                let a = &a;
+                s.spawn(move || {
+                    for round in 0..200 {
+                        let t = thread::spawn({
+                            let a = Arc::clone(a);
+                            move || {
+                                let x = a.lock().unwrap().alloc_mut(48, Policy::InstantFit);
+                                a.lock().unwrap().free_mut(x.unwrap(), 48).unwrap();
+                            }
+                        });
+                        let mut g = a.lock().unwrap();
+                        let y = g.alloc_mut(16 * (round % 8 + 5), Policy::BestFit).unwrap();
+                        g.free_mut(y, 16 * (round % 8 + 5)).unwrap();
+                        drop(g);
+                        t.join().unwrap();
+                    }
+                });
+            }
+        });
+        let a = Arc::into_inner(a).unwrap().into_inner().unwrap();
+        a.drain_qcaches();
+        assert_eq!(a.stats().allocated, 0, "{mode:?}");
+        a.check().unwrap();
+    }
+}
