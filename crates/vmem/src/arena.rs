@@ -236,8 +236,9 @@ impl<A: Allocator + Clone> Arena<A> {
             Policy::NextFit => self.next_fit(req),
         };
         let (t, x) = found?;
-        self.hash.prefetch(x);
-        let busy = self.clip(t, x, req.size);
+        let bucket = self.hash.bucket(x);
+        self.hash.prefetch(bucket);
+        let busy = self.clip(t, x, req.size, bucket);
         if policy == Policy::NextFit {
             self.rotor = busy;
         }
@@ -334,21 +335,28 @@ impl<A: Allocator + Clone> Arena<A> {
     }
 
     /// Carves `[x, x + size)` out of free tag `t` (the seed's `vmem_clip`):
-    /// what lies before and after stays free, the middle becomes busy.
+    /// what lies before and after stays free, the middle becomes busy and
+    /// goes in hash bucket `bucket`.
     #[inline]
-    fn clip(&mut self, t: u32, x: usize, size: usize) -> u32 {
+    fn clip(&mut self, t: u32, x: usize, size: usize, bucket: usize) -> u32 {
         let (start, tsize) = {
             let tag = self.tags.get(t);
             (tag.start, tag.size)
         };
-        // The common case: the front of a larger segment whose remainder
-        // stays in the same list, so it need not move between lists.
         let list = list_of(self.quanta(tsize));
-        if x == start && tsize > size && list == list_of(self.quanta(tsize - size)) {
+        let rest = tsize - (x - start) - size;
+        // The common case: the front of a larger segment. The remainder
+        // keeps `t`, and changes lists only if its size class changed.
+        if x == start && rest != 0 {
+            let rest_list = list_of(self.quanta(rest));
+            if rest_list != list {
+                self.free.remove_from(&mut self.tags, t, list);
+                self.free.insert_on(&mut self.tags, t, rest_list);
+            }
             let tag = self.tags.get_mut(t);
             tag.start += size;
-            tag.size -= size;
-            return self.mark_busy_before(t, x, size);
+            tag.size = rest;
+            return self.mark_busy_before(t, x, size, bucket);
         }
         self.free.remove_from(&mut self.tags, t, list);
         self.n_free_segs -= 1;
@@ -356,30 +364,30 @@ impl<A: Allocator + Clone> Arena<A> {
             let front = self.tags.take(Kind::Free, start, x - start);
             self.link_before(front, t);
             self.file_free(front);
-            let tag = self.tags.get_mut(t);
-            tag.start = x;
-            tag.size -= x - start;
         }
-        if self.tags.get(t).size > size {
-            let tag = self.tags.get_mut(t);
-            tag.start += size;
-            tag.size -= size;
+        let tag = self.tags.get_mut(t);
+        if rest != 0 {
+            tag.start = x + size;
+            tag.size = rest;
             self.file_free(t);
-            self.mark_busy_before(t, x, size)
+            self.mark_busy_before(t, x, size, bucket)
         } else {
-            self.tags.get_mut(t).set_kind(Kind::Busy);
-            self.hash.insert(&mut self.tags, t);
+            tag.start = x;
+            tag.size = size;
+            tag.set_kind(Kind::Busy);
+            self.hash.insert(&mut self.tags, t, bucket);
             self.inuse += size;
             t
         }
     }
 
-    /// A new busy tag for `[x, x + size)`, linked just before `t`.
+    /// A new busy tag for `[x, x + size)` in hash bucket `bucket`, linked
+    /// just before `t`.
     #[inline]
-    fn mark_busy_before(&mut self, t: u32, x: usize, size: usize) -> u32 {
+    fn mark_busy_before(&mut self, t: u32, x: usize, size: usize, bucket: usize) -> u32 {
         let busy = self.tags.take(Kind::Busy, x, size);
         self.link_before(busy, t);
-        self.hash.insert(&mut self.tags, busy);
+        self.hash.insert(&mut self.tags, busy, bucket);
         self.inuse += size;
         busy
     }
@@ -397,7 +405,7 @@ impl<A: Allocator + Clone> Arena<A> {
         size: usize,
         asked: usize,
     ) -> Result<Option<(usize, usize)>, VmemError> {
-        let Some((hprev, t)) = self.hash.find(&self.tags, addr) else {
+        let Some((link, t)) = self.hash.find(&self.tags, addr) else {
             return Err(VmemError::NotAllocated {
                 arena: self.name,
                 addr,
@@ -413,7 +421,7 @@ impl<A: Allocator + Clone> Arena<A> {
                 allocated,
             });
         }
-        self.hash.remove(&mut self.tags, hprev, t);
+        self.hash.remove(&mut self.tags, link, t);
         self.inuse -= size;
         let (start, next, prev) = {
             let tag = self.tags.get(t);

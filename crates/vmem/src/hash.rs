@@ -20,6 +20,14 @@ use crate::tag::{Kind, NIL, TagPool, advise_huge};
 /// Smallest table (`VMEM_HASHSIZE_MIN`).
 const MIN_BUCKETS: usize = 16;
 
+/// Where [`BusyHash::find`] found a tag: its bucket and its predecessor
+/// in the chain ([`NIL`] at the head).
+#[derive(Clone, Copy)]
+pub(crate) struct Link {
+    bucket: usize,
+    prev: u32,
+}
+
 pub(crate) struct BusyHash<A: Allocator + Clone> {
     buckets: Vec<u32, A>,
     /// `64 - log2(buckets.len())`: Fibonacci hashing keeps the top bits.
@@ -65,26 +73,28 @@ impl<A: Allocator + Clone> BusyHash<A> {
         Ok(v)
     }
 
+    /// The bucket of `addr`: valid until the next insert or remove, which
+    /// may resize the table.
     #[inline]
-    fn bucket(&self, addr: usize) -> usize {
+    pub fn bucket(&self, addr: usize) -> usize {
         let key = (addr as u64) >> self.qshift;
         (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
     }
 
-    /// Starts loading the bucket of `addr` into the cache, so that an
+    /// Starts loading `bucket` into the cache, so that an
     /// [`insert`](Self::insert) after other work does not wait for it.
     #[inline(always)]
-    pub fn prefetch(&self, addr: usize) {
+    pub fn prefetch(&self, bucket: usize) {
         #[cfg(target_arch = "x86_64")]
         {
             use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let bucket = self.buckets[self.bucket(addr)..].as_ptr();
+            let bucket = self.buckets[bucket..].as_ptr();
             // SAFETY: a prefetch is only a hint and never faults; the
             // pointer is in bounds of the table anyway.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(bucket.cast()) };
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = addr;
+        let _ = bucket;
     }
 
     /// Number of busy segments.
@@ -102,10 +112,10 @@ impl<A: Allocator + Clone> BusyHash<A> {
         self.buckets.capacity() * size_of::<u32>()
     }
 
-    /// Adds busy tag `t`.
+    /// Adds busy tag `t`, whose [`bucket`](Self::bucket) is `b`.
     #[inline]
-    pub fn insert(&mut self, tags: &mut TagPool<A>, t: u32) {
-        let b = self.bucket(tags.get(t).start);
+    pub fn insert(&mut self, tags: &mut TagPool<A>, t: u32, b: usize) {
+        debug_assert_eq!(b, self.bucket(tags.get(t).start));
         tags.get_mut(t).lnext = self.buckets[b];
         self.buckets[b] = t;
         self.count += 1;
@@ -114,16 +124,17 @@ impl<A: Allocator + Clone> BusyHash<A> {
         }
     }
 
-    /// The busy tag starting at `addr`, with its predecessor in the chain.
+    /// The busy tag starting at `addr`, with where it is chained.
     #[inline]
-    pub fn find(&self, tags: &TagPool<A>, addr: usize) -> Option<(u32, u32)> {
+    pub fn find(&self, tags: &TagPool<A>, addr: usize) -> Option<(Link, u32)> {
+        let bucket = self.bucket(addr);
         let mut prev = NIL;
-        let mut t = self.buckets[self.bucket(addr)];
+        let mut t = self.buckets[bucket];
         while t != NIL {
             let tag = tags.get(t);
             if tag.start == addr {
                 debug_assert_eq!(tag.kind(), Kind::Busy);
-                return Some((prev, t));
+                return Some((Link { bucket, prev }, t));
             }
             prev = t;
             t = tag.lnext;
@@ -131,13 +142,13 @@ impl<A: Allocator + Clone> BusyHash<A> {
         None
     }
 
-    /// Unlinks `t`, found by [`find`](Self::find) with predecessor `prev`.
+    /// Unlinks `t`, found by [`find`](Self::find) at `at`.
     #[inline]
-    pub fn remove(&mut self, tags: &mut TagPool<A>, prev: u32, t: u32) {
+    pub fn remove(&mut self, tags: &mut TagPool<A>, at: Link, t: u32) {
         let next = tags.get(t).lnext;
+        let Link { bucket, prev } = at;
         if prev == NIL {
-            let b = self.bucket(tags.get(t).start);
-            self.buckets[b] = next;
+            self.buckets[bucket] = next;
         } else {
             tags.get_mut(prev).lnext = next;
         }
@@ -199,7 +210,7 @@ mod tests {
         let ts: std::vec::Vec<u32> = (0..1000)
             .map(|i| {
                 let t = tags.take(Kind::Busy, i * 16, 16);
-                h.insert(&mut tags, t);
+                h.insert(&mut tags, t, h.bucket(i * 16));
                 t
             })
             .collect();
@@ -209,9 +220,9 @@ mod tests {
             h.buckets()
         );
         for (i, &t) in ts.iter().enumerate() {
-            let (prev, found) = h.find(&tags, i * 16).unwrap();
+            let (at, found) = h.find(&tags, i * 16).unwrap();
             assert_eq!(found, t);
-            h.remove(&mut tags, prev, t);
+            h.remove(&mut tags, at, t);
             assert!(h.find(&tags, i * 16).is_none());
         }
         assert_eq!(h.len(), 0);
