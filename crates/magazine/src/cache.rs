@@ -22,7 +22,7 @@ use kmem_sys::PerCpu;
 use crate::depot::{Depot, Import};
 use crate::pair::MagazinePair;
 use crate::stats::Stats;
-use crate::sync::Mutex;
+use crate::sync::SlotMutex;
 use crate::thread::{self, Handle, Owner};
 use crate::{Backend, Config, MagazineError, Mode};
 
@@ -30,7 +30,7 @@ use crate::{Backend, Config, MagazineError, Mode};
 /// thread-exit hooks point at it).
 struct Inner<B: Backend, A: Allocator + Clone> {
     depot: Depot<B, A>,
-    slots: PerCpu<Mutex<MagazinePair<B::Item>>, A>,
+    slots: PerCpu<SlotMutex<MagazinePair<B::Item>>, A>,
 }
 
 /// A thread's pair for one cache, on the cache's node list; aligned to a
@@ -184,7 +184,11 @@ impl<B: Backend, A: Allocator + Clone> Magazines<B, A> {
     pub fn new_in(backend: B, config: Config, alloc: A) -> Result<Self, MagazineError> {
         let depot = Depot::new_in(backend, config, alloc.clone())?;
         let nslots = config.cpu_slots.unwrap_or_else(kmem_sys::cpu_count);
-        let slots = PerCpu::with_len_in(nslots, |_| Mutex::new(MagazinePair::new()), alloc.clone());
+        let slots = PerCpu::with_len_in(
+            nslots,
+            |_| SlotMutex::new(MagazinePair::new()),
+            alloc.clone(),
+        );
         let layout = Layout::new::<Inner<B, A>>();
         let inner = alloc
             .allocate(layout)

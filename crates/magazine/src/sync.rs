@@ -18,6 +18,18 @@ pub(crate) type MutexGuard<'a, T> = kmem_sys::sync::MutexGuard<'a, T>;
 #[cfg(loom)]
 pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
 
+/// The lock of a per-CPU slot. Its critical sections are a few instructions
+/// and contended only when a thread migrates or is preempted inside one, so
+/// outside loom it is `kmem_sys::sync::SpinMutex`, whose unlock is a plain
+/// store: half the atomic operations of the futex lock on every per-CPU
+/// hit. A slot lock is held across depot exchanges, as the seed holds
+/// `cc_lock` across `kmem_depot_alloc`; a waiter for a slot whose holder
+/// waits on the depot lock yields meanwhile.
+#[cfg(not(loom))]
+pub(crate) type SlotMutex<T> = kmem_sys::sync::SpinMutex<T>;
+#[cfg(loom)]
+pub(crate) type SlotMutex<T> = Mutex<T>;
+
 /// A mutex with the two operations the magazine layer needs: `lock` and
 /// `try_lock` (the depot counts failed tries as contention, as the seed does).
 #[derive(Debug)]
