@@ -27,6 +27,7 @@
 //! assert_eq!(*g, 1);
 //! ```
 
+use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -34,86 +35,6 @@ use std::time::{Duration, Instant};
 pub type Mutex<T> = lock_api::Mutex<RawFutexMutex, T>;
 /// The guard of a [`Mutex`]; unlocks on drop.
 pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawFutexMutex, T>;
-
-const UNLOCKED: u32 = 0;
-const LOCKED: u32 = 1;
-/// Locked, and some thread may be sleeping on the word.
-const CONTENDED: u32 = 2;
-
-/// The raw lock behind [`Mutex`]: the three-state futex mutex (unlocked,
-/// locked, locked with waiters), so an uncontended lock and unlock cost one
-/// atomic each and never enter the kernel.
-pub struct RawFutexMutex {
-    state: AtomicU32,
-}
-
-// SAFETY: `lock` returns only after moving the state from UNLOCKED to LOCKED
-// or CONTENDED with acquire ordering, and `unlock` releases with release
-// ordering, so at most one guard exists at a time.
-unsafe impl lock_api::RawMutex for RawFutexMutex {
-    #[allow(clippy::declare_interior_mutable_const)]
-    const INIT: Self = RawFutexMutex {
-        state: AtomicU32::new(UNLOCKED),
-    };
-
-    type Guard = lock_api::GuardSend;
-
-    #[inline]
-    fn lock(&self) -> Self::Guard {
-        if self
-            .state
-            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            self.lock_contended();
-        }
-        lock_api::GuardSend::new()
-    }
-
-    #[inline]
-    fn try_lock(&self) -> Option<Self::Guard> {
-        self.state
-            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| lock_api::GuardSend::new())
-    }
-
-    #[inline]
-    unsafe fn unlock(&self, _guard: Self::Guard) {
-        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
-            futex_wake(&self.state, 1);
-        }
-    }
-
-    #[inline]
-    fn is_locked(&self) -> bool {
-        self.state.load(Ordering::Relaxed) != UNLOCKED
-    }
-}
-
-impl RawFutexMutex {
-    #[cold]
-    fn lock_contended(&self) {
-        // A short spin catches the common case of a lock held for a few
-        // instructions, without a system call.
-        for _ in 0..100 {
-            if self.state.load(Ordering::Relaxed) == UNLOCKED
-                && self
-                    .state
-                    .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return;
-            }
-            core::hint::spin_loop();
-        }
-        // From here on we may sleep, so mark the lock contended: whoever
-        // unlocks it will then wake a sleeper.
-        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
-            futex_wait(&self.state, CONTENDED, None);
-        }
-    }
-}
 
 /// A lock for critical sections of a few instructions that are rarely
 /// contended, such as per-CPU magazine slots: [`Mutex`]'s API, but unlocking
@@ -125,66 +46,84 @@ pub type SpinMutex<T> = lock_api::Mutex<RawSpinMutex, T>;
 /// The guard of a [`SpinMutex`]; unlocks on drop.
 pub type SpinMutexGuard<'a, T> = lock_api::MutexGuard<'a, RawSpinMutex, T>;
 
-/// The raw lock behind [`SpinMutex`]: one word, test-and-test-and-set.
-pub struct RawSpinMutex {
-    locked: AtomicU32,
+const UNLOCKED: u32 = 0;
+const LOCKED: u32 = 1;
+/// Locked, and some thread may be sleeping on the word.
+const CONTENDED: u32 = 2;
+
+/// The raw lock behind [`Mutex`]: the three-state futex mutex (unlocked,
+/// locked, locked with waiters), so an uncontended lock and unlock cost one
+/// atomic each and never enter the kernel.
+pub type RawFutexMutex = RawLock<Sleep>;
+/// The raw lock behind [`SpinMutex`]: test-and-test-and-set on one word.
+pub type RawSpinMutex = RawLock<Spin>;
+
+/// One lock word, waited for and released by the policy `W`.
+pub struct RawLock<W> {
+    word: AtomicU32,
+    _wait: PhantomData<W>,
 }
 
-// SAFETY: `lock` returns only after moving the word from UNLOCKED to LOCKED
-// with acquire ordering, and `unlock` stores UNLOCKED with release ordering,
-// so at most one guard exists at a time.
-unsafe impl lock_api::RawMutex for RawSpinMutex {
-    #[allow(clippy::declare_interior_mutable_const)]
-    const INIT: Self = RawSpinMutex {
-        locked: AtomicU32::new(UNLOCKED),
-    };
-
-    type Guard = lock_api::GuardSend;
-
-    #[inline]
-    fn lock(&self) -> Self::Guard {
-        if self
-            .locked
-            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            self.lock_contended();
-        }
-        lock_api::GuardSend::new()
-    }
-
-    #[inline]
-    fn try_lock(&self) -> Option<Self::Guard> {
-        self.locked
-            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| lock_api::GuardSend::new())
-    }
-
-    #[inline]
-    unsafe fn unlock(&self, _guard: Self::Guard) {
-        self.locked.store(UNLOCKED, Ordering::Release);
-    }
-
-    #[inline]
-    fn is_locked(&self) -> bool {
-        self.locked.load(Ordering::Relaxed) != UNLOCKED
-    }
+/// How a [`RawLock`] waits for its word and releases it.
+pub trait Wait: Send + Sync + 'static {
+    /// Waits until the lock is taken; called after a failed first try.
+    fn lock_contended(word: &AtomicU32);
+    /// Releases a held lock.
+    fn unlock(word: &AtomicU32);
 }
 
-impl RawSpinMutex {
+/// Waiters spin briefly, then sleep on the futex; unlock swaps the word to
+/// learn whether one sleeps.
+pub enum Sleep {}
+/// Waiters spin, then yield; unlock is a plain release store.
+pub enum Spin {}
+
+/// Moves a lock word from unlocked to locked, with acquire ordering; false
+/// if it was not unlocked.
+#[inline]
+fn try_acquire(word: &AtomicU32) -> bool {
+    word.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// [`try_acquire`] only if the word looks free: waiters spin on a load,
+/// which leaves the cache line shared.
+#[inline]
+fn try_acquire_free(word: &AtomicU32) -> bool {
+    word.load(Ordering::Relaxed) == UNLOCKED && try_acquire(word)
+}
+
+impl Wait for Sleep {
     #[cold]
-    fn lock_contended(&self) {
-        let mut spins = 0u32;
-        loop {
-            if self.locked.load(Ordering::Relaxed) == UNLOCKED
-                && self
-                    .locked
-                    .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
+    fn lock_contended(word: &AtomicU32) {
+        // A short spin catches the common case of a lock held for a few
+        // instructions, without a system call.
+        for _ in 0..100 {
+            if try_acquire_free(word) {
                 return;
             }
+            core::hint::spin_loop();
+        }
+        // From here on we may sleep, so mark the lock contended: whoever
+        // unlocks it will then wake a sleeper.
+        while word.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+            futex_wait(word, CONTENDED, None);
+        }
+    }
+
+    #[inline]
+    fn unlock(word: &AtomicU32) {
+        if word.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+            futex_wake(word, 1);
+        }
+    }
+}
+
+impl Wait for Spin {
+    #[cold]
+    fn lock_contended(word: &AtomicU32) {
+        let mut spins = 0u32;
+        while !try_acquire_free(word) {
             // The holder is running on another CPU (then it is done within a
             // few spins) or was preempted (then only yielding lets it on).
             if spins < 100 {
@@ -194,6 +133,48 @@ impl RawSpinMutex {
                 std::thread::yield_now();
             }
         }
+    }
+
+    #[inline]
+    fn unlock(word: &AtomicU32) {
+        word.store(UNLOCKED, Ordering::Release);
+    }
+}
+
+// SAFETY: `lock` and `try_lock` succeed only after moving the word from
+// UNLOCKED to LOCKED (or, waiting with `Sleep`, to CONTENDED) with acquire
+// ordering, and both policies' `unlock` leave it UNLOCKED with release
+// ordering, so at most one guard exists at a time.
+unsafe impl<W: Wait> lock_api::RawMutex for RawLock<W> {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const INIT: Self = RawLock {
+        word: AtomicU32::new(UNLOCKED),
+        _wait: PhantomData,
+    };
+
+    type Guard = lock_api::GuardSend;
+
+    #[inline]
+    fn lock(&self) -> Self::Guard {
+        if !try_acquire(&self.word) {
+            W::lock_contended(&self.word);
+        }
+        lock_api::GuardSend::new()
+    }
+
+    #[inline]
+    fn try_lock(&self) -> Option<Self::Guard> {
+        try_acquire(&self.word).then(lock_api::GuardSend::new)
+    }
+
+    #[inline]
+    unsafe fn unlock(&self, _guard: Self::Guard) {
+        W::unlock(&self.word);
+    }
+
+    #[inline]
+    fn is_locked(&self) -> bool {
+        self.word.load(Ordering::Relaxed) != UNLOCKED
     }
 }
 
@@ -344,32 +325,11 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    #[test]
-    fn mutex_excludes_under_contention() {
-        let m = Arc::new(Mutex::new(0u64));
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                let m = &m;
-                s.spawn(move || {
-                    for _ in 0..20_000 {
-                        // A non-atomic read-modify-write: lost updates would
-                        // show in the total if exclusion failed.
-                        let mut g = m.lock();
-                        let v = *g;
-                        std::hint::black_box(&v);
-                        *g = v + 1;
-                    }
-                });
-            }
-        });
-        assert_eq!(*m.lock(), 80_000);
-        assert!(m.try_lock().is_some());
-    }
-
-    #[test]
-    fn spin_mutex_excludes_under_contention_and_preemption() {
-        // More threads than CPUs, so holders are preempted while others wait.
-        let m = Arc::new(SpinMutex::new(0u64));
+    /// Eight threads (more than CPUs, so holders are preempted while
+    /// others wait) each add 20 000 times under the lock, non-atomically:
+    /// lost updates would show in the total if exclusion failed.
+    fn excludes_under_contention<W: Wait>() {
+        let m = Arc::new(lock_api::Mutex::<RawLock<W>, u64>::new(0));
         std::thread::scope(|s| {
             for _ in 0..8 {
                 let m = &m;
@@ -388,6 +348,16 @@ mod tests {
         assert!(m.try_lock().is_none());
         drop(g);
         assert!(m.try_lock().is_some());
+    }
+
+    #[test]
+    fn mutex_excludes_under_contention() {
+        excludes_under_contention::<Sleep>();
+    }
+
+    #[test]
+    fn spin_mutex_excludes_under_contention() {
+        excludes_under_contention::<Spin>();
     }
 
     #[test]

@@ -112,28 +112,6 @@ fn exclusive_bad_frees_are_errors_that_change_nothing() {
 }
 
 #[test]
-fn an_exclusive_free_releases_a_wholly_free_span_to_the_parent() {
-    let parent = Arc::new(
-        Vmem::builder("parent")
-            .span(0x10_0000, 0x10_0000)
-            .quantum(0x1000)
-            .build()
-            .unwrap(),
-    );
-    let mut child = Vmem::builder("child")
-        .quantum(0x1000)
-        .source(parent.clone(), 0x1_0000)
-        .build()
-        .unwrap();
-    let x = child.alloc_mut(0x3000, Policy::InstantFit).unwrap();
-    assert_eq!(parent.stats().allocated, 0x1_0000, "the miss imported");
-    child.free_mut(x, 0x3000).unwrap();
-    assert_eq!(child.stats().releases, 1);
-    assert_eq!(parent.stats().allocated, 0);
-    child.check().unwrap();
-}
-
-#[test]
 fn exclusive_calls_use_quantum_caches_of_either_mode() {
     for mode in [Mode::PerCpu, Mode::PerThread] {
         let mut a = Vmem::builder("qc")

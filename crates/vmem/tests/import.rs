@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use allocator_api2::alloc::{AllocError, Allocator, Global, Layout};
 use kmem_vmem::{ImportFns, Policy, Vmem, VmemError};
 
-#[test]
-fn a_child_imports_from_its_parent_and_releases_whole_spans() {
+/// A parent of 1 MiB in 4 KiB quanta, and a child importing 64 KiB spans.
+fn parent_and_child() -> (Arc<Vmem>, Vmem<Global, Arc<Vmem>>) {
     let parent = Arc::new(
         Vmem::builder("parent")
             .span(0x10_0000, 0x10_0000)
@@ -23,6 +23,12 @@ fn a_child_imports_from_its_parent_and_releases_whole_spans() {
         .source(parent.clone(), 0x1_0000)
         .build()
         .unwrap();
+    (parent, child)
+}
+
+#[test]
+fn a_child_imports_from_its_parent_and_releases_whole_spans() {
+    let (parent, child) = parent_and_child();
     let a = child.alloc(0x1000, Policy::InstantFit).unwrap();
     let b = child.alloc(0x1000, Policy::BestFit).unwrap();
     assert_eq!(child.stats().imports, 1, "one 64 KiB import serves both");
@@ -40,6 +46,17 @@ fn a_child_imports_from_its_parent_and_releases_whole_spans() {
     assert_eq!((s.total, s.imported, s.spans, s.releases), (0, 0, 0, 2));
     assert_eq!(parent.stats().allocated, 0);
     parent.check().unwrap();
+    child.check().unwrap();
+}
+
+#[test]
+fn an_exclusive_free_releases_a_wholly_free_span_to_the_parent() {
+    let (parent, mut child) = parent_and_child();
+    let x = child.alloc_mut(0x3000, Policy::InstantFit).unwrap();
+    assert_eq!(parent.stats().allocated, 0x1_0000, "the miss imported");
+    child.free_mut(x, 0x3000).unwrap();
+    assert_eq!(child.stats().releases, 1);
+    assert_eq!(parent.stats().allocated, 0);
     child.check().unwrap();
 }
 
