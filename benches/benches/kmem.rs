@@ -3,7 +3,9 @@
 //!
 //! * `64B pair`: one alloc+free of a 64-byte object, single thread, hot
 //!   (the loaded-magazine path): `Cache`, `ObjectCache<T>`, `Kmem` through
-//!   `GlobalAlloc`, and each peer through its `GlobalAlloc`.
+//!   `GlobalAlloc`, and each peer through its `GlobalAlloc`. All of them
+//!   are also timed in interleaved rounds (`kmem_benches::interleaved`):
+//!   `best of interleaved` rows.
 //! * `64B batch of 100`: 100 allocations then 100 frees, per object (a
 //!   magazine refill and drain every so often).
 //! * `expensive ctor`: an object whose constructor fills a 256-entry table;
@@ -15,7 +17,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kmem::{Cache, Kmem, ObjectCache};
-use kmem_benches::id;
+use kmem_benches::{Timed, id, interleaved, ns_per};
 use mimalloc::MiMalloc;
 use tikv_jemallocator::Jemalloc;
 
@@ -92,6 +94,34 @@ fn facade(c: &mut Criterion) {
     pair_global(&mut g, "mimalloc", &MiMalloc);
     pair_global(&mut g, "jemalloc", &Jemalloc);
     pair_global(&mut g, "system", &System);
+    static KMEM: Kmem = Kmem::new();
+    let global_pair = |a: &'static dyn GlobalAlloc| {
+        move |n| {
+            // SAFETY: a 64-byte block freed with its own layout.
+            ns_per(n, || unsafe { a.dealloc(black_box(a.alloc(L64)), L64) })
+        }
+    };
+    let subjects: Vec<Timed<'_>> = vec![
+        (
+            "kmem Cache",
+            Box::new(|n| {
+                ns_per(n, || {
+                    let p = cache.alloc().unwrap();
+                    // SAFETY: allocated just above.
+                    unsafe { cache.free(black_box(p)).unwrap() };
+                })
+            }),
+        ),
+        (
+            "kmem ObjectCache",
+            Box::new(|n| ns_per(n, || drop(black_box(objs.alloc())))),
+        ),
+        ("kmem", Box::new(global_pair(&KMEM))),
+        ("mimalloc", Box::new(global_pair(&MiMalloc))),
+        ("jemalloc", Box::new(global_pair(&Jemalloc))),
+        ("system", Box::new(global_pair(&System))),
+    ];
+    interleaved("kmem", "64B pair", 1_000_000, subjects);
     g.throughput(Throughput::Elements(100));
     g.bench_function(id("64B batch of 100", "kmem Cache"), |b| {
         let mut held = Vec::with_capacity(100);

@@ -13,7 +13,7 @@
 //!   as `failures` rows (a failed slot stays empty until picked again), and
 //!   kmem-vmem's metadata bytes per live segment as `metadata` rows.
 //!   At each N, kmem-vmem instant fit and the two fastest peers are also
-//!   timed in interleaved rounds (see [`interleaved`]): `best of
+//!   timed in interleaved rounds (`kmem_benches::interleaved`): `best of
 //!   interleaved` rows.
 //! * `qcache pair` / `arena pair`: alloc+free of 4 quanta through a quantum
 //!   cache (`kmem-vmem`: the default per-CPU caches; `kmem-vmem per-thread`:
@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::ptr::NonNull;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kmem_benches::{Rng, id, quick, record};
+use kmem_benches::{Rng, Timed, id, interleaved, ns_per, quick, record};
 use kmem_vmem::{Constraints, Mode, Policy, Vmem};
 
 const SUITE: &str = "vmem";
@@ -233,39 +233,9 @@ fn run<S: Subject>(
     w
 }
 
-/// A workload timed for a given number of pairs, for [`interleaved`].
-type Timed<'a> = (&'a str, Box<dyn FnMut(u64) -> f64 + 'a>);
-
+/// A workload as a subject of [`interleaved`].
 fn timed<'a, S: Subject + 'a>(name: &'a str, mut w: Workload<S>) -> Timed<'a> {
-    let run = move |pairs: u64| {
-        let t = std::time::Instant::now();
-        for _ in 0..pairs {
-            w.pair();
-        }
-        t.elapsed().as_nanos() as f64 / pairs as f64
-    };
-    (name, Box::new(run))
-}
-
-/// Times each subject in turn, round after round, and records each one's
-/// best round as `best of interleaved` (ns per pair). Criterion measures
-/// one subject after another, so a burst of load from the machine's other
-/// tenants lands on whichever subject runs then; at 100k live segments
-/// and more, where every pair waits on memory, that moves a ratio by tens
-/// of per cent. Interleaving puts every subject under the same bursts, as
-/// the workloads suite does.
-fn interleaved(n: usize, mut subjects: Vec<Timed<'_>>) {
-    let (rounds, pairs) = if quick() { (5, 100_000) } else { (9, 300_000) };
-    let mut best = vec![f64::INFINITY; subjects.len()];
-    for _ in 0..rounds {
-        for (b, (_, run)) in best.iter_mut().zip(subjects.iter_mut()) {
-            *b = b.min(run(pairs));
-        }
-    }
-    for ((name, _), b) in subjects.iter().zip(best) {
-        let bench = format!("random N={n}");
-        record(SUITE, &bench, name, "best of interleaved", b, "ns");
-    }
+    (name, Box::new(move |n| ns_per(n, || w.pair())))
 }
 
 fn random(c: &mut Criterion) {
@@ -329,7 +299,8 @@ fn random(c: &mut Criterion) {
         if n <= 100_000 {
             fastest.push(timed("range-alloc", Workload::new(ra(), n)));
         }
-        interleaved(n, fastest);
+        let pairs = if quick() { 100_000 } else { 300_000 };
+        interleaved(SUITE, &bench, pairs, fastest);
         if n <= 100_000 {
             run(&mut g, n, "range-alloc", ra());
             run(
