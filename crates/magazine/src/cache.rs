@@ -272,28 +272,29 @@ impl<B: Backend, A: Allocator + Clone> Magazines<B, A> {
     /// the backend. `None` when the backend is exhausted.
     #[inline]
     pub fn alloc(&self) -> Option<B::Item> {
+        // Per-CPU caches skip the thread table: no hit can come from it.
+        let Some(h) = self.thread else {
+            return self.alloc_cpu();
+        };
         if let Some(item) = self.alloc_hit() {
             return Some(item);
         }
         // A miss looks the thread's node up again: one more TLS load on
         // the way to the depot.
-        match self.thread {
-            Some(h) => self.alloc_thread(thread::lookup(h).cast()),
-            None => self.alloc_cpu(),
-        }
+        self.alloc_thread(thread::lookup(h).cast())
     }
 
     /// Gives an item back to the magazines (or, failing magazine memory, to
     /// the backend). The item must have come from this cache's backend.
     #[inline]
     pub fn free(&self, item: B::Item) {
+        let Some(h) = self.thread else {
+            return self.free_cpu(item);
+        };
         let Err(item) = self.free_hit(item) else {
             return;
         };
-        match self.thread {
-            Some(h) => self.free_thread(thread::lookup(h).cast(), item),
-            None => self.free_cpu(item),
-        }
+        self.free_thread(thread::lookup(h).cast(), item)
     }
 
     #[cold]
