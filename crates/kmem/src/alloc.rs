@@ -33,7 +33,7 @@ use kmem_slab::Keg;
 use crate::Meta;
 use crate::error::KmemError;
 use crate::fill::{Buf, CacheKeg, Fill, Pages};
-use crate::home::{self, LINE_CLASSES, shares_lines};
+use crate::home::{self, LINE_CLASSES, Maps, shares_lines};
 use crate::page::{NO_OWNER, PageLayer};
 use crate::sizes::{CLASS_NAMES, CLASS_SIZES, NUM_CLASSES, class_align, class_for};
 use crate::stats::CacheStats;
@@ -53,9 +53,7 @@ pub(crate) fn owner(c: usize) -> u32 {
 fn init() -> &'static [ClassDepot; NUM_CLASSES] {
     DEPOTS.get_or_init(|| {
         let layer = PageLayer::global();
-        if let Some((base, size)) = crate::page::global_span() {
-            home::init(base, size);
-        }
+        home::init();
         let kegs = KEGS.get_or_init(|| {
             core::array::from_fn(|c| {
                 let b = Keg::builder(CLASS_NAMES[c], CLASS_SIZES[c], class_align(c))
@@ -102,24 +100,36 @@ fn depots() -> &'static [ClassDepot; NUM_CLASSES] {
 
 /// One thread's magazines: a pair per class for its own buffers, a pair per
 /// line-sharing class for buffers whose cache line is another thread's (see
-/// [`crate::home`]), and the tag its lines carry (0 until it allocates).
+/// [`crate::home`]), the tag its lines carry (0 until it allocates), and a
+/// copy of the page and line maps' coordinates for the free fast path.
 struct ThreadCache {
     pairs: [MagazinePair<Buf>; NUM_CLASSES],
     remote: [MagazinePair<Buf>; LINE_CLASSES],
+    /// [`Maps::EMPTY`] until the first slow path (a thread holds no
+    /// magazine before it), then [`home::maps`].
+    maps: Maps,
     tag: u8,
     /// [`FRESH`], [`ARMED`] or [`GONE`].
     state: u8,
 }
 
 impl ThreadCache {
+    /// The pair a free of class `c` goes to: this thread's own if `local`,
+    /// else the remote one.
+    #[inline(always)]
+    fn pair_for(&mut self, c: usize, local: bool) -> &mut MagazinePair<Buf> {
+        // Only line-sharing classes, all below LINE_CLASSES, are ever remote.
+        match self.remote.get_mut(c) {
+            Some(remote) if !local => remote,
+            _ => &mut self.pairs[c],
+        }
+    }
+
     /// The pair a free of `p` (class `c`) goes to.
     #[inline(always)]
     fn free_pair(&mut self, c: usize, p: NonNull<u8>) -> &mut MagazinePair<Buf> {
-        if shares_lines(c) && !home::is_home(p.as_ptr() as usize, self.tag) {
-            &mut self.remote[c]
-        } else {
-            &mut self.pairs[c]
-        }
+        let local = self.maps.is_local(p.as_ptr() as usize, c, self.tag);
+        self.pair_for(c, local)
     }
 
     fn flush(&mut self, depots: &[ClassDepot; NUM_CLASSES]) {
@@ -147,6 +157,7 @@ thread_local! {
         UnsafeCell::new(ManuallyDrop::new(ThreadCache {
             pairs: [const { MagazinePair::new() }; NUM_CLASSES],
             remote: [const { MagazinePair::new() }; LINE_CLASSES],
+            maps: Maps::EMPTY,
             tag: 0,
             state: FRESH,
         }))
@@ -189,6 +200,8 @@ fn with_thread<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
 fn with_live_thread<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
     with_thread(|t| {
         if t.state == FRESH {
+            // Callers set up the classes (and so the maps) first.
+            t.maps = home::maps();
             // Registering the hook's destructor fails only if this thread's
             // thread-locals are already being destroyed.
             t.state = if EXIT_HOOK.try_with(|_| ()).is_ok() {
@@ -235,10 +248,10 @@ fn class_alloc_slow(c: usize, size: usize, align: usize) -> Option<NonNull<u8>> 
             if t.tag == 0 {
                 t.tag = home::new_tag();
             }
-            let tag = t.tag;
-            b.iter()
-                .chain(t.pairs[c].loaded_rounds())
-                .for_each(|Buf(p)| home::stamp(p.as_ptr() as usize, tag));
+            if let Some(buf) = &b {
+                t.maps.stamp(core::slice::from_ref(buf), t.tag);
+            }
+            t.maps.stamp(t.pairs[c].loaded_rounds(), t.tag);
         }
         b
     });
@@ -261,8 +274,26 @@ pub(crate) fn class_free(c: usize, p: NonNull<u8>, size: usize) {
 /// Puts `p` (class `c`) in this thread's loaded magazine if it has room;
 /// `false` if it did nothing.
 #[inline(always)]
-pub(crate) fn class_free_hit(c: usize, p: NonNull<u8>) -> bool {
+fn class_free_hit(c: usize, p: NonNull<u8>) -> bool {
     with_thread(|t| t.free_pair(c, p).free_hit(Buf(p))).is_ok()
+}
+
+/// The whole `Kmem` free fast path: if this thread's copy of the page map
+/// gives `ptr`'s page to class `c`, puts `ptr` in the loaded magazine (its
+/// own or, for a line another thread owns, the remote one) if it has room.
+/// `false` if it did nothing: the page is not class `c`'s, nothing is
+/// known yet, or the magazine is full.
+#[inline(always)]
+pub(crate) fn class_free_fast(c: usize, ptr: *mut u8) -> bool {
+    with_thread(|t| {
+        let Some(local) = t.maps.check_free(ptr as usize, c, owner(c), t.tag) else {
+            return false;
+        };
+        // SAFETY: `ptr` lies in a page of the reservation, which does not
+        // start at address 0.
+        let p = unsafe { NonNull::new_unchecked(ptr) };
+        t.pair_for(c, local).free_hit(Buf(p)).is_ok()
+    })
 }
 
 #[cold]

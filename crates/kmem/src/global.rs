@@ -5,10 +5,10 @@ use core::ptr::{self, NonNull};
 use core::time::Duration;
 
 use crate::alloc::{
-    alloc_aligned, class_alloc_hit, class_free, class_free_hit, large_alloc, large_free,
+    alloc_aligned, class_alloc_hit, class_free, class_free_fast, large_alloc, large_free,
     owner_class, reap_classes,
 };
-use crate::sizes::class_for;
+use crate::sizes::{class_for, class_for_nonzero};
 use crate::stats::CacheStats;
 
 /// The kmem allocator as a global allocator.
@@ -120,12 +120,16 @@ impl Kmem {
 
 /// Everything [`GlobalAlloc::dealloc`] does past a magazine hit: full
 /// magazines, page-layer blocks, and contract violations (which abort).
+/// (It takes the layout's parts in `dealloc`'s argument order, so the fast
+/// path jumps here without moving them.)
 #[cold]
 #[inline(never)]
-fn dealloc_slow(ptr: *mut u8, layout: Layout) {
+fn dealloc_slow(ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: the parts of the caller's valid layout.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     let Some(p) = NonNull::new(ptr) else { return };
-    let size = layout.size().max(1);
-    match (class_for(size, layout.align()), owner_class(p)) {
+    let size = size.max(1);
+    match (class_for(size, align), owner_class(p)) {
         (Some(c), Some(Some(o))) if c == o => class_free(c, p, size),
         (None, Some(None)) => {
             // SAFETY: a page-layer block of this size; the caller is done with it.
@@ -161,7 +165,8 @@ unsafe impl GlobalAlloc for Kmem {
     /// thread's loaded magazine for the class; the rest is out of line.
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if let Some(c) = class_for(layout.size(), layout.align())
+        // Size 0 (outside the contract) goes the slow way, which rounds it up.
+        if let Some(c) = class_for_nonzero(layout.size(), layout.align())
             && let Some(p) = class_alloc_hit(c)
         {
             return p.as_ptr();
@@ -174,14 +179,12 @@ unsafe impl GlobalAlloc for Kmem {
     /// this thread's loaded magazine; the rest is out of line.
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if let Some(c) = class_for(layout.size(), layout.align())
-            && let Some(p) = NonNull::new(ptr)
-            && owner_class(p) == Some(Some(c))
-            && class_free_hit(c, p)
+        if let Some(c) = class_for_nonzero(layout.size(), layout.align())
+            && class_free_fast(c, ptr)
         {
             return;
         }
-        dealloc_slow(ptr, layout)
+        dealloc_slow(ptr, layout.size(), layout.align())
     }
 
     #[inline]

@@ -27,11 +27,13 @@
 //! of a thread that never allocated. Without a map (its reservation failed)
 //! every free counts as local, as before.
 
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use kmem_sys::Reservation;
 
+use crate::fill::Buf;
+use crate::page::{MapView, PageLayer};
 use crate::sizes::{CLASS_SIZES, NUM_CLASSES};
 
 /// `log2` of the line size the map tracks (the coherency granule).
@@ -70,62 +72,150 @@ pub(crate) fn shares_lines(c: usize) -> bool {
 }
 
 static RESERVATION: OnceLock<Option<Reservation>> = OnceLock::new();
-static MAP: AtomicPtr<AtomicU8> = AtomicPtr::new(core::ptr::null_mut());
-static BASE: AtomicUsize = AtomicUsize::new(0);
-static LINES: AtomicUsize = AtomicUsize::new(0);
+static MAPS: OnceLock<Maps> = OnceLock::new();
 static NEXT_TAG: AtomicU32 = AtomicU32::new(0);
 
-/// Creates the map over `size` bytes from `base` (the global page layer's
-/// reservation); later calls do nothing.
+/// The page map and the line map in one value: what a free reads to check
+/// a buffer's class and its line, with no pointer chase. The line map
+/// covers exactly the page map's reservation, so a page inside one has its
+/// lines inside the other. Each thread's cache keeps a copy
+/// ([`EMPTY`](Self::EMPTY) until its first slow path), so the fast path
+/// reads it relative to the thread pointer rather than through statics.
+#[derive(Clone, Copy)]
+pub(crate) struct Maps {
+    page: MapView,
+    /// A byte per line of the reservation, biased by the reservation's
+    /// first line so that the line of `addr` is at `lines + (addr >> 6)`
+    /// (null without a line map).
+    lines: *mut AtomicU8,
+    /// Classes whose frees look at the line map: [`SHARING`], or 0 without
+    /// a line map.
+    sharing: u64,
+}
+
+// SAFETY: the maps are atomics that live for the program (the line map's
+// reservation sits in a static and is never released); every access is an
+// atomic load or store.
+unsafe impl Send for Maps {}
+// SAFETY: as above.
+unsafe impl Sync for Maps {}
+
+impl Maps {
+    /// No maps yet: every address is outside them.
+    pub(crate) const EMPTY: Maps = Maps {
+        page: MapView::EMPTY,
+        lines: core::ptr::null_mut(),
+        sharing: 0,
+    };
+
+    /// The line of `addr`.
+    ///
+    /// # Safety
+    ///
+    /// `self.sharing` is not 0 (there is a line map) and `addr` is inside
+    /// the reservation.
+    #[inline(always)]
+    unsafe fn line(&self, addr: usize) -> &AtomicU8 {
+        // SAFETY: with `sharing` set, the biased `lines` plus the line
+        // number of an address inside the reservation is that line's byte
+        // of the map, which is committed and never unmapped.
+        unsafe { &*self.lines.wrapping_add(addr >> LINE_SHIFT) }
+    }
+
+    /// For a free of `addr` as class `c`, whose page-map tag is `owner`, by
+    /// the thread tagged `tag`: `None` if the page map does not give the
+    /// page to `owner` (or nothing is known yet), else whether the free is
+    /// local (see [`is_local`](Self::is_local)).
+    #[inline(always)]
+    pub(crate) fn check_free(&self, addr: usize, c: usize, owner: u32, tag: u8) -> Option<bool> {
+        if self.page.locate(addr)?.1 != owner {
+            return None;
+        }
+        // SAFETY: `sharing` is checked first and `addr` is inside.
+        Some(
+            self.sharing & (1 << c) == 0
+                || unsafe { self.line(addr) }.load(Ordering::Relaxed) == tag,
+        )
+    }
+
+    /// Whether a free of `addr` (class `c`) by the thread tagged `tag` is
+    /// local: the class never shares lines, there is no line map, `addr` is
+    /// outside it, or its line is the thread's.
+    #[inline(always)]
+    pub(crate) fn is_local(&self, addr: usize, c: usize, tag: u8) -> bool {
+        if self.sharing & (1 << c) == 0 {
+            return true;
+        }
+        match self.page.offset(addr) {
+            // SAFETY: `sharing` is set and `addr` is inside.
+            Some(_) => unsafe { self.line(addr) }.load(Ordering::Relaxed) == tag,
+            None => true,
+        }
+    }
+
+    /// Makes the lines of `bufs` the thread `tag`'s; each is written only
+    /// on change, so a line of the map stays in the cache of the core that
+    /// owns it.
+    #[inline]
+    pub(crate) fn stamp(&self, bufs: &[Buf], tag: u8) {
+        if self.sharing == 0 {
+            return;
+        }
+        let (base, size) = self.page.span();
+        for &Buf(p) in bufs {
+            let addr = p.as_ptr() as usize;
+            if addr.wrapping_sub(base) < size {
+                // SAFETY: `sharing` is set and `addr` is inside.
+                let s = unsafe { self.line(addr) };
+                if s.load(Ordering::Relaxed) != tag {
+                    s.store(tag, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Creates the line map over the global page layer's reservation; later
+/// calls do nothing.
 #[cold]
-pub(crate) fn init(base: usize, size: usize) {
-    RESERVATION.get_or_init(|| {
-        let lines = size >> LINE_SHIFT;
-        let r = Reservation::new(lines).ok()?;
-        r.commit(0, r.size()).ok()?;
-        BASE.store(base, Ordering::Relaxed);
-        LINES.store(lines, Ordering::Relaxed);
-        MAP.store(r.base().cast::<AtomicU8>().as_ptr(), Ordering::Release);
-        Some(r)
+pub(crate) fn init() {
+    MAPS.get_or_init(|| {
+        let page = PageLayer::global().map_view();
+        let (base, size) = page.span();
+        let lines = RESERVATION
+            .get_or_init(|| {
+                let r = Reservation::new(size >> LINE_SHIFT).ok()?;
+                r.commit(0, r.size()).ok()?;
+                Some(r)
+            })
+            .as_ref();
+        match lines {
+            Some(r) => Maps {
+                page,
+                lines: r
+                    .base()
+                    .cast::<AtomicU8>()
+                    .as_ptr()
+                    .wrapping_sub(base >> LINE_SHIFT),
+                sharing: SHARING,
+            },
+            // Without a line map every free counts as local.
+            None => Maps {
+                page,
+                ..Maps::EMPTY
+            },
+        }
     });
+}
+
+/// The global maps, once [`init`] has run (else [`Maps::EMPTY`]).
+pub(crate) fn maps() -> Maps {
+    MAPS.get().copied().unwrap_or(Maps::EMPTY)
 }
 
 /// A fresh thread tag, never 0.
 pub(crate) fn new_tag() -> u8 {
     (NEXT_TAG.fetch_add(1, Ordering::Relaxed) % 255) as u8 + 1
-}
-
-#[inline(always)]
-fn slot(addr: usize) -> Option<&'static AtomicU8> {
-    let map = MAP.load(Ordering::Acquire);
-    if map.is_null() {
-        return None;
-    }
-    let line = addr.wrapping_sub(BASE.load(Ordering::Relaxed)) >> LINE_SHIFT;
-    if line >= LINES.load(Ordering::Relaxed) {
-        return None;
-    }
-    // SAFETY: `map` holds `LINES` committed bytes (published after them,
-    // never unmapped) and `line` is below that.
-    Some(unsafe { &*map.add(line) })
-}
-
-/// Whether the line of `addr` belongs to the thread tagged `tag` (or
-/// nothing is known about it).
-#[inline(always)]
-pub(crate) fn is_home(addr: usize, tag: u8) -> bool {
-    slot(addr).is_none_or(|s| s.load(Ordering::Relaxed) == tag)
-}
-
-/// Makes the line of `addr` the thread `tag`'s; written only on change, so
-/// a line stays in the cache of the core that owns it.
-#[inline]
-pub(crate) fn stamp(addr: usize, tag: u8) {
-    if let Some(s) = slot(addr)
-        && s.load(Ordering::Relaxed) != tag
-    {
-        s.store(tag, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]
@@ -144,18 +234,31 @@ mod tests {
 
     #[test]
     fn stamps_are_per_line() {
+        init();
+        let m = maps();
         let layer = crate::page::PageLayer::global();
-        let (base, size) = crate::page::global_span().unwrap();
-        init(base, size);
-        let p = layer.alloc(4096, 4096).unwrap().as_ptr() as usize;
+        let owner = crate::page::MAX_OWNER;
+        let p = layer.alloc_owned(4096, 4096, owner).unwrap().as_ptr() as usize;
         let (a, b) = (new_tag(), new_tag());
         assert_ne!(a, b);
-        stamp(p, a);
-        stamp(p + 64, b);
-        assert!(is_home(p + 8, a) && !is_home(p + 8, b));
-        assert!(is_home(p + 127, b) && !is_home(p + 127, a));
-        // Outside the reservation nothing is known: every free is local.
-        assert!(is_home(16, a) && is_home(16, b));
+        // Class 0 (8 bytes) shares lines, class 7 (64 bytes) never does.
+        let (small, whole) = (0, 7);
+        let buf = |a: usize| Buf(NonNull::new(a as *mut u8).unwrap());
+        m.stamp(&[buf(p)], a);
+        m.stamp(&[buf(p + 64), buf(p + 72)], b);
+        assert!(m.is_local(p + 8, small, a) && !m.is_local(p + 8, small, b));
+        assert!(m.is_local(p + 127, small, b) && !m.is_local(p + 127, small, a));
+        assert!(m.is_local(p + 8, whole, b));
+        // The free check reads the page's owner first, then the line.
+        assert_eq!(m.check_free(p + 8, small, owner, a), Some(true));
+        assert_eq!(m.check_free(p + 8, small, owner, b), Some(false));
+        assert_eq!(m.check_free(p + 8, whole, owner, b), Some(true));
+        assert_eq!(m.check_free(p + 8, small, owner - 1, a), None);
+        // Outside the reservation nothing is known: no owner, every free
+        // is local.
+        assert!(m.is_local(16, small, a) && m.is_local(16, small, b));
+        assert_eq!(m.check_free(16, small, owner, a), None);
+        assert_eq!(Maps::EMPTY.check_free(p + 8, small, owner, a), None);
         // SAFETY: the page from above, no longer used.
         unsafe {
             layer

@@ -178,6 +178,41 @@ unsafe impl Send for MapView {}
 unsafe impl Sync for MapView {}
 
 impl MapView {
+    /// A view of no map: every address is outside it.
+    pub(crate) const EMPTY: MapView = MapView {
+        map: NonNull::dangling(),
+        base: 0,
+        pages: 0,
+        shift: 0,
+    };
+
+    /// The reservation the map covers, as `(base, size)`.
+    pub(crate) fn span(self) -> (usize, usize) {
+        (self.base, self.pages << self.shift)
+    }
+
+    /// The offset of `addr` in the reservation, or `None` outside it.
+    #[inline(always)]
+    pub(crate) fn offset(self, addr: usize) -> Option<usize> {
+        let off = addr.wrapping_sub(self.base);
+        (off >> self.shift < self.pages).then_some(off)
+    }
+
+    /// The offset of `addr` in the reservation and the owner tag of its
+    /// page, or `None` outside the reservation. The tag is [`NO_OWNER`] for
+    /// a free page as well as for an unowned block (the map holds a tag
+    /// only with an allocation's start or continuation bit), so a tag other
+    /// than `NO_OWNER` proves the page allocated to that owner.
+    #[inline(always)]
+    pub(crate) fn locate(self, addr: usize) -> Option<(usize, u32)> {
+        let off = self.offset(addr)?;
+        // SAFETY: the map holds one committed word per page of the
+        // reservation, `off >> shift` is below that count, and the map
+        // outlives this view.
+        let b = unsafe { self.map.add(off >> self.shift).as_ref() }.load(Ordering::Relaxed);
+        Some((off, b & OWNER))
+    }
+
     /// [`PageLayer::owner_of`].
     #[inline(always)]
     pub(crate) fn owner_of(self, addr: usize) -> Option<u32> {
@@ -301,20 +336,11 @@ static GLOBAL_KVA: OnceLock<Kva> = OnceLock::new();
 static GLOBAL_MAP: OnceLock<MapView> = OnceLock::new();
 
 /// [`PageLayer::owner_of`] for the process-wide layer, in two dependent
-/// loads (this is on every `Kmem` dealloc). `None` before the layer exists.
+/// loads. `None` before the layer exists. (`Kmem`'s dealloc fast path
+/// reads a per-thread copy of the view instead, [`crate::home::Maps`].)
 #[inline]
 pub(crate) fn global_owner_of(addr: usize) -> Option<u32> {
     GLOBAL_MAP.get()?.owner_of(addr)
-}
-
-/// The process-wide layer's reservation as `(base, size)`, once it exists
-/// (the span that side tables such as [`crate::home`]'s line map cover).
-pub(crate) fn global_span() -> Option<(usize, usize)> {
-    let kva = GLOBAL_KVA.get()?;
-    Some((
-        kva.reservation.base().as_ptr() as usize,
-        kva.reservation.size(),
-    ))
 }
 
 static GLOBAL: OnceLock<PageLayer> = OnceLock::new();

@@ -138,10 +138,14 @@ pub const fn class_align(class: usize) -> usize {
 const SMALL_TABLE_LEN: usize = SMALL_MAX >> SMALL_SHIFT;
 const BIG_TABLE_LEN: usize = MAX_CACHED >> BIG_SHIFT;
 
+// The tables are constants, not statics: each use gets a private copy in its
+// own code unit, addressed directly, while a static of this crate is reached
+// from an allocator inlined into another crate through a GOT entry.
+
 /// Class index for each 8-byte granule up to 4 KiB.
-static SMALL_TABLE: [u8; SMALL_TABLE_LEN] = build_table::<SMALL_TABLE_LEN>(SMALL_SHIFT);
+const SMALL_TABLE: [u8; SMALL_TABLE_LEN] = build_table::<SMALL_TABLE_LEN>(SMALL_SHIFT);
 /// Class index for each 4 KiB granule up to 128 KiB.
-static BIG_TABLE: [u8; BIG_TABLE_LEN] = build_table::<BIG_TABLE_LEN>(BIG_SHIFT);
+const BIG_TABLE: [u8; BIG_TABLE_LEN] = build_table::<BIG_TABLE_LEN>(BIG_SHIFT);
 
 /// Entry `i` is the smallest class whose size is at least `(i + 1) << shift`.
 const fn build_table<const N: usize>(shift: u32) -> [u8; N] {
@@ -159,18 +163,55 @@ const fn build_table<const N: usize>(shift: u32) -> [u8; N] {
     table
 }
 
+/// `log2` of the smallest alignment [`ALIGNED`] covers (16: every class is
+/// 8-aligned already).
+const ALIGNED_MIN_SHIFT: u32 = 4;
+/// Alignments [`ALIGNED`] covers: 16 up to a page, the most a class has.
+const ALIGNED_LEN: usize = 9;
+
+/// `ALIGNED[k][c]`: the smallest class from `c` on whose natural alignment
+/// is at least `16 << k`, or [`NUM_CLASSES`] if none.
+const ALIGNED: [[u8; NUM_CLASSES]; ALIGNED_LEN] = {
+    assert!(
+        16 << (ALIGNED_LEN - 1) == 4096,
+        "up to the largest class alignment"
+    );
+    let mut table = [[NUM_CLASSES as u8; NUM_CLASSES]; ALIGNED_LEN];
+    let mut k = 0;
+    while k < ALIGNED_LEN {
+        let mut c = NUM_CLASSES;
+        while c > 0 {
+            c -= 1;
+            table[k][c] = if class_align(c) >= 16 << k {
+                c as u8
+            } else if c + 1 < NUM_CLASSES {
+                table[k][c + 1]
+            } else {
+                NUM_CLASSES as u8
+            };
+        }
+        k += 1;
+    }
+    table
+};
+
 /// The class serving `size` bytes (`size >= 1`), or `None` above
 /// [`MAX_CACHED`] (and for 0, which has no class).
 #[inline]
 pub fn class_of(size: usize) -> Option<usize> {
     let granule = size.wrapping_sub(1);
-    if granule < SMALL_MAX {
-        Some(SMALL_TABLE[granule >> SMALL_SHIFT] as usize)
+    let class = if granule < SMALL_MAX {
+        SMALL_TABLE[granule >> SMALL_SHIFT]
     } else if granule < MAX_CACHED {
-        Some(BIG_TABLE[granule >> BIG_SHIFT] as usize)
+        BIG_TABLE[granule >> BIG_SHIFT]
     } else {
-        None
-    }
+        return None;
+    } as usize;
+    // SAFETY: every table entry is a class index (`build_table` indexes
+    // CLASS_SIZES with it, so a larger one would not compile): callers
+    // index per-class arrays without a bounds check.
+    unsafe { core::hint::assert_unchecked(class < NUM_CLASSES) };
+    Some(class)
 }
 
 /// The class serving `size` bytes at alignment `align`: the smallest class at
@@ -178,18 +219,23 @@ pub fn class_of(size: usize) -> Option<usize> {
 /// class qualifies (then the page layer serves the request).
 #[inline]
 pub fn class_for(size: usize, align: usize) -> Option<usize> {
-    let mut class = class_of(size.max(1))?;
+    class_for_nonzero(size.max(1), align)
+}
+
+/// [`class_for`] without the rounding of size 0 up to 1: `None` for 0, so
+/// a fast path that never sees size 0 (a `GlobalAlloc` layout) skips it.
+#[inline]
+pub(crate) fn class_for_nonzero(size: usize, align: usize) -> Option<usize> {
+    let class = class_of(size)?;
     if align <= 8 {
         // Every class is at least 8-aligned.
         return Some(class);
     }
-    while class_align(class) < align {
-        class += 1;
-        if class == NUM_CLASSES {
-            return None;
-        }
-    }
-    Some(class)
+    // `ceil(log2(align))`, so an alignment that is not a power of two asks
+    // for the next one.
+    let shift = usize::BITS - (align - 1).leading_zeros();
+    let aligned = ALIGNED.get((shift - ALIGNED_MIN_SHIFT) as usize)?[class] as usize;
+    (aligned < NUM_CLASSES).then_some(aligned)
 }
 
 #[cfg(test)]
@@ -246,6 +292,19 @@ mod tests {
         assert_eq!(CLASS_SIZES[class_for(100, 64).unwrap()], 128);
         assert_eq!(CLASS_SIZES[class_for(1, 4096).unwrap()], 4096);
         assert_eq!(class_for(1, 8192), None);
+        assert_eq!(class_for(1, 1 << 40), None);
+        assert_eq!(CLASS_SIZES[class_for(20, 24).unwrap()], 32);
+        // The table agrees with a walk up the classes at every alignment.
+        for shift in 4..14 {
+            let align = 1 << shift;
+            for size in (1..=MAX_CACHED).step_by(7) {
+                let mut c = class_of(size);
+                while let Some(k) = c.filter(|&k| class_align(k) < align) {
+                    c = (k + 1 < NUM_CLASSES).then_some(k + 1);
+                }
+                assert_eq!(class_for(size, align), c, "size {size} align {align}");
+            }
+        }
         for (c, size) in CLASS_SIZES.iter().enumerate() {
             assert_eq!(size % class_align(c), 0);
         }
