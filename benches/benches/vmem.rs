@@ -81,58 +81,73 @@ impl<S: Subject> Workload<S> {
     }
 }
 
-/// kmem-vmem with a policy and optional constraints, through `&mut self`
-/// (the `_mut` methods, no lock) as the peers are, or through `&self`.
-struct Ours {
+/// kmem-vmem with a policy, through `&mut self` (the `_mut` methods, no
+/// lock) as the peers are, or through `&self` when `SHARED`. Each way is
+/// its own type, so the timed loop pays no dispatch the peers do not.
+struct Ours<const SHARED: bool> {
     arena: Vmem,
     policy: Policy,
-    constraints: Option<Constraints>,
-    shared: bool,
 }
 
-impl Ours {
-    fn new(n: usize, policy: Policy, constraints: Option<Constraints>) -> Self {
-        let arena = Vmem::builder("bench")
-            .span(0, n * 2 * MAX_QUANTA as usize * Q)
-            .quantum(Q)
-            .build()
-            .expect("arena");
+fn arena(n: usize) -> Vmem {
+    Vmem::builder("bench")
+        .span(0, n * 2 * MAX_QUANTA as usize * Q)
+        .quantum(Q)
+        .build()
+        .expect("arena")
+}
+
+impl<const SHARED: bool> Ours<SHARED> {
+    fn new(n: usize, policy: Policy) -> Self {
         Ours {
-            arena,
+            arena: arena(n),
             policy,
-            constraints,
-            shared: false,
-        }
-    }
-
-    /// The same arena used through `&self`, taking its lock.
-    fn shared(n: usize) -> Self {
-        Ours {
-            shared: true,
-            ..Ours::new(n, Policy::InstantFit, None)
         }
     }
 }
 
-impl Subject for Ours {
+impl Subject for Ours<false> {
     type Handle = usize;
     #[inline]
     fn alloc(&mut self, quanta: usize) -> Option<usize> {
-        let size = quanta * Q;
-        match (&self.constraints, self.shared) {
-            (None, false) => self.arena.alloc_mut(size, self.policy).ok(),
-            (None, true) => self.arena.alloc(size, self.policy).ok(),
-            (Some(c), _) => self.arena.xalloc_mut(size, c, self.policy).ok(),
-        }
+        self.arena.alloc_mut(quanta * Q, self.policy).ok()
     }
     #[inline]
     fn free(&mut self, h: usize, quanta: usize) {
-        let freed = if self.shared {
-            self.arena.xfree(h, quanta * Q)
-        } else {
-            self.arena.xfree_mut(h, quanta * Q)
-        };
-        freed.expect("free");
+        self.arena.xfree_mut(h, quanta * Q).expect("free");
+    }
+}
+
+impl Subject for Ours<true> {
+    type Handle = usize;
+    #[inline]
+    fn alloc(&mut self, quanta: usize) -> Option<usize> {
+        self.arena.alloc(quanta * Q, self.policy).ok()
+    }
+    #[inline]
+    fn free(&mut self, h: usize, quanta: usize) {
+        self.arena.xfree(h, quanta * Q).expect("free");
+    }
+}
+
+/// kmem-vmem instant fit under constraints, through `&mut self`.
+struct Constrained {
+    arena: Vmem,
+    constraints: Constraints,
+}
+
+impl Subject for Constrained {
+    type Handle = usize;
+    #[inline]
+    fn alloc(&mut self, quanta: usize) -> Option<usize> {
+        let c = &self.constraints;
+        self.arena
+            .xalloc_mut(quanta * Q, c, Policy::InstantFit)
+            .ok()
+    }
+    #[inline]
+    fn free(&mut self, h: usize, quanta: usize) {
+        self.arena.xfree_mut(h, quanta * Q).expect("free");
     }
 }
 
@@ -249,7 +264,7 @@ fn random(c: &mut Criterion) {
             &mut g,
             n,
             "kmem-vmem instant",
-            Ours::new(n, Policy::InstantFit, None),
+            Ours::<false>::new(n, Policy::InstantFit),
         );
         let s = w.subject.arena.stats();
         let per = s.metadata_bytes as f64 / s.busy_segments.max(1) as f64;
@@ -262,12 +277,17 @@ fn random(c: &mut Criterion) {
             "bytes",
         );
         drop(w);
-        run(&mut g, n, "kmem-vmem instant &self", Ours::shared(n));
+        run(
+            &mut g,
+            n,
+            "kmem-vmem instant &self",
+            Ours::<true>::new(n, Policy::InstantFit),
+        );
         run(
             &mut g,
             n,
             "kmem-vmem best",
-            Ours::new(n, Policy::BestFit, None),
+            Ours::<false>::new(n, Policy::BestFit),
         );
         let cons = Constraints {
             align: 4 * Q,
@@ -278,7 +298,10 @@ fn random(c: &mut Criterion) {
             &mut g,
             n,
             "kmem-vmem xalloc",
-            Ours::new(n, Policy::InstantFit, Some(cons)),
+            Constrained {
+                arena: arena(n),
+                constraints: cons,
+            },
         );
         let cap = (n * 2 * MAX_QUANTA as usize) as u32;
         let oa = || {
@@ -292,7 +315,7 @@ fn random(c: &mut Criterion) {
         let mut fastest = vec![
             timed(
                 "kmem-vmem instant",
-                Workload::new(Ours::new(n, Policy::InstantFit, None), n),
+                Workload::new(Ours::<false>::new(n, Policy::InstantFit), n),
             ),
             timed("offset-allocator", Workload::new(oa(), n)),
         ];
