@@ -173,7 +173,7 @@ impl<A: Allocator + Clone> Arena<A> {
         let (mut below, mut above) = (NIL, self.span_head);
         while above != NIL && self.tags.get(above).start < base {
             below = above;
-            above = self.tags.get(above).lnext;
+            above = self.tags.get(above).lnext();
         }
         if below != NIL && self.tags.get(below).end() >= base {
             return Err(bad("the span overlaps a span of the arena"));
@@ -184,15 +184,15 @@ impl<A: Allocator + Clone> Arena<A> {
         let span = self.tags.take(kind, base, size);
         {
             let tag = self.tags.get_mut(span);
-            tag.lnext = above;
-            tag.set_lprev(below);
+            tag.set_lnext(above);
+            tag.lprev = below;
         }
         match below {
             NIL => self.span_head = span,
-            b => self.tags.get_mut(b).lnext = span,
+            b => self.tags.get_mut(b).set_lnext(span),
         }
         if above != NIL {
-            self.tags.get_mut(above).set_lprev(span);
+            self.tags.get_mut(above).lprev = span;
         }
         self.link_before(span, above);
         let seg = self.tags.take(Kind::Free, base, size);
@@ -209,14 +209,14 @@ impl<A: Allocator + Clone> Arena<A> {
     fn remove_span(&mut self, span: u32) {
         let (below, above, size) = {
             let tag = self.tags.get(span);
-            (tag.lprev(), tag.lnext, tag.size)
+            (tag.lprev, tag.lnext(), tag.size)
         };
         match below {
             NIL => self.span_head = above,
-            b => self.tags.get_mut(b).lnext = above,
+            b => self.tags.get_mut(b).set_lnext(above),
         }
         if above != NIL {
-            self.tags.get_mut(above).set_lprev(below);
+            self.tags.get_mut(above).lprev = below;
         }
         self.unlink(span);
         self.total -= size;
@@ -297,7 +297,7 @@ impl<A: Allocator + Clone> Arena<A> {
                         return Some((t, x));
                     }
                 }
-                t = tag.lnext;
+                t = tag.lnext();
             }
             from = list + 1;
         }

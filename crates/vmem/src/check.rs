@@ -142,14 +142,14 @@ impl<A: Allocator + Clone> Arena<A> {
         while t != NIL {
             let tag = at(t)?;
             n += 1;
-            if !tag.kind().is_span() || tag.lprev() != prev || n > spans {
+            if !tag.kind().is_span() || tag.lprev != prev || n > spans {
                 return corrupt(tag.start, "the span list is broken");
             }
             if prev != NIL && at(prev)?.end() >= tag.start {
                 return corrupt(tag.start, "the span list is out of address order");
             }
             prev = t;
-            t = tag.lnext;
+            t = tag.lnext();
         }
         if n != spans {
             return corrupt(0, "the span list misses spans");
@@ -171,14 +171,14 @@ impl<A: Allocator + Clone> Arena<A> {
                 if listed > free {
                     return corrupt(tag.start, "the free lists hold more tags than are free");
                 }
-                if tag.kind() != Kind::Free || tag.lprev() != prev {
+                if tag.kind() != Kind::Free || tag.lprev != prev {
                     return corrupt(tag.start, "a free list holds a non-free or mislinked tag");
                 }
                 if list_of(tag.size >> self.qshift) != list {
                     return corrupt(tag.start, "a free segment is on the wrong free list");
                 }
                 prev = t;
-                t = tag.lnext;
+                t = tag.lnext();
             }
         }
         if listed != free {
@@ -197,7 +197,7 @@ impl<A: Allocator + Clone> Arena<A> {
             if unused > self.tags.n_unused() || at(t)?.kind() != Kind::Unused {
                 return corrupt(0, "the unused tag stack is broken");
             }
-            t = at(t)?.lnext;
+            t = at(t)?.lnext();
         }
         if unused != self.tags.n_unused() || linked + unused != self.tags.capacity() {
             return corrupt(0, "boundary tags were lost");

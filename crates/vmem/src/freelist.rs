@@ -130,11 +130,11 @@ impl FreeLists {
         {
             let tag = tags.get_mut(t);
             debug_assert_eq!(tag.kind(), Kind::Free);
-            tag.lnext = old;
-            tag.set_lprev(NIL);
+            tag.set_lnext(old);
+            tag.lprev = NIL;
         }
         if old != NIL {
-            tags.get_mut(old).set_lprev(t);
+            tags.get_mut(old).lprev = t;
         } else {
             self.words[list / 64] |= 1 << (list % 64);
             self.summary |= 1 << (list / 64);
@@ -160,13 +160,13 @@ impl FreeLists {
         let (prev, next) = {
             let tag = tags.get(t);
             debug_assert_eq!(tag.kind(), Kind::Free);
-            (tag.lprev(), tag.lnext)
+            (tag.lprev, tag.lnext())
         };
         if next != NIL {
-            tags.get_mut(next).set_lprev(prev);
+            tags.get_mut(next).lprev = prev;
         }
         if prev != NIL {
-            tags.get_mut(prev).lnext = next;
+            tags.get_mut(prev).set_lnext(next);
         } else {
             debug_assert_eq!(self.heads[list], t);
             self.heads[list] = next;

@@ -20,7 +20,7 @@ use core::ptr::{self, NonNull};
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec;
 
-/// Bits in a tag index; the top bits of `lprev_kind` hold the [`Kind`].
+/// Bits in a tag index; the top bits of `lnext_kind` hold the [`Kind`].
 const INDEX_BITS: u32 = 29;
 /// The null link.
 pub(crate) const NIL: u32 = (1 << INDEX_BITS) - 1;
@@ -73,8 +73,14 @@ pub(crate) struct Tag {
     pub size: usize,
     pub prev: u32,
     pub next: u32,
-    pub lnext: u32,
-    lprev_kind: u32,
+    pub lprev: u32,
+    /// `lnext` with the [`Kind`] in its top bits. The kind shares the word
+    /// written on the tag itself, never `lprev`, which the free lists
+    /// store into cold neighbours (the old head on insert, the next member
+    /// on removal): a whole-word store needs no read, so such a neighbour
+    /// costs a write miss, which the store buffer absorbs, not a read miss
+    /// the operation waits for.
+    lnext_kind: u32,
 }
 
 impl Tag {
@@ -83,8 +89,8 @@ impl Tag {
         size: 0,
         prev: NIL,
         next: NIL,
-        lnext: NIL,
-        lprev_kind: NIL,
+        lprev: NIL,
+        lnext_kind: NIL,
     };
 
     /// Last address of the tag (inclusive, so a span may end at `usize::MAX`).
@@ -96,28 +102,28 @@ impl Tag {
     /// Whether the tag is of `kind`: one compare, no decoding.
     #[inline(always)]
     pub fn is(&self, kind: Kind) -> bool {
-        self.lprev_kind >> INDEX_BITS == kind as u32
+        self.lnext_kind >> INDEX_BITS == kind as u32
     }
 
     #[inline]
     pub fn kind(&self) -> Kind {
-        Kind::from_bits(self.lprev_kind >> INDEX_BITS)
+        Kind::from_bits(self.lnext_kind >> INDEX_BITS)
     }
 
     #[inline]
     pub fn set_kind(&mut self, kind: Kind) {
-        self.lprev_kind = (self.lprev_kind & NIL) | ((kind as u32) << INDEX_BITS);
+        self.lnext_kind = (self.lnext_kind & NIL) | ((kind as u32) << INDEX_BITS);
     }
 
     #[inline]
-    pub fn lprev(&self) -> u32 {
-        self.lprev_kind & NIL
+    pub fn lnext(&self) -> u32 {
+        self.lnext_kind & NIL
     }
 
     #[inline]
-    pub fn set_lprev(&mut self, i: u32) {
+    pub fn set_lnext(&mut self, i: u32) {
         debug_assert!(i <= NIL);
-        self.lprev_kind = (self.lprev_kind & !NIL) | i;
+        self.lnext_kind = (self.lnext_kind & !NIL) | i;
     }
 }
 
@@ -239,7 +245,7 @@ impl<A: Allocator + Clone> TagPool<A> {
         // Thread the new tags onto the unused stack, lowest index on top.
         for k in (base..base + more).rev() {
             let tag = Tag {
-                lnext: self.unused,
+                lnext_kind: self.unused,
                 ..Tag::UNUSED
             };
             // SAFETY: `k < base + more`, inside the buffer (see above).
@@ -266,7 +272,7 @@ impl<A: Allocator + Clone> TagPool<A> {
         let i = self.unused;
         assert!(i != NIL, "vmem: boundary tag taken without a reserve");
         let tag = self.get_mut(i);
-        let next_unused = tag.lnext;
+        let next_unused = tag.lnext();
         *tag = Tag {
             start,
             size,
@@ -284,8 +290,8 @@ impl<A: Allocator + Clone> TagPool<A> {
     pub fn put(&mut self, i: u32) {
         let unused = self.unused;
         let tag = self.get_mut(i);
-        tag.lnext = unused;
-        tag.lprev_kind = NIL;
+        tag.lnext_kind = unused;
+        tag.lprev = NIL;
         self.unused = i;
         self.n_unused += 1;
     }
@@ -322,15 +328,15 @@ mod tests {
     use allocator_api2::alloc::Global;
 
     #[test]
-    fn tag_is_32_bytes_and_kind_packs_beside_lprev() {
+    fn tag_is_32_bytes_and_kind_packs_beside_lnext() {
         assert_eq!(size_of::<Tag>(), 32);
         let mut t = Tag::UNUSED;
         t.set_kind(Kind::Busy);
-        t.set_lprev(12345);
-        assert_eq!((t.kind(), t.lprev()), (Kind::Busy, 12345));
-        t.set_lprev(NIL);
+        t.set_lnext(12345);
+        assert_eq!((t.kind(), t.lnext()), (Kind::Busy, 12345));
+        t.set_lnext(NIL);
         t.set_kind(Kind::StaticSpan);
-        assert_eq!((t.kind(), t.lprev()), (Kind::StaticSpan, NIL));
+        assert_eq!((t.kind(), t.lnext()), (Kind::StaticSpan, NIL));
     }
 
     #[test]
