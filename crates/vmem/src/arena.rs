@@ -91,11 +91,11 @@ impl<A: Allocator + Clone> Arena<A> {
         let prev = if before == NIL {
             self.seg_tail
         } else {
-            self.tags.get(before).prev
+            self.tags.get(before).prev()
         };
         {
             let tag = self.tags.get_mut(t);
-            tag.prev = prev;
+            tag.set_prev(prev);
             tag.next = before;
         }
         match prev {
@@ -104,7 +104,7 @@ impl<A: Allocator + Clone> Arena<A> {
         }
         match before {
             NIL => self.seg_tail = t,
-            b => self.tags.get_mut(b).prev = t,
+            b => self.tags.get_mut(b).set_prev(t),
         }
     }
 
@@ -113,7 +113,7 @@ impl<A: Allocator + Clone> Arena<A> {
     fn unlink(&mut self, t: u32) {
         let (prev, next) = {
             let tag = self.tags.get(t);
-            (tag.prev, tag.next)
+            (tag.prev(), tag.next)
         };
         match prev {
             NIL => self.seg_head = next,
@@ -121,7 +121,7 @@ impl<A: Allocator + Clone> Arena<A> {
         }
         match next {
             NIL => self.seg_tail = prev,
-            n => self.tags.get_mut(n).prev = prev,
+            n => self.tags.get_mut(n).set_prev(prev),
         }
         if self.rotor == t {
             self.rotor = prev;
@@ -173,7 +173,7 @@ impl<A: Allocator + Clone> Arena<A> {
         let (mut below, mut above) = (NIL, self.span_head);
         while above != NIL && self.tags.get(above).start < base {
             below = above;
-            above = self.tags.get(above).lnext();
+            above = self.tags.get(above).lnext;
         }
         if below != NIL && self.tags.get(below).end() >= base {
             return Err(bad("the span overlaps a span of the arena"));
@@ -184,12 +184,12 @@ impl<A: Allocator + Clone> Arena<A> {
         let span = self.tags.take(kind, base, size);
         {
             let tag = self.tags.get_mut(span);
-            tag.set_lnext(above);
+            tag.lnext = above;
             tag.lprev = below;
         }
         match below {
             NIL => self.span_head = span,
-            b => self.tags.get_mut(b).set_lnext(span),
+            b => self.tags.get_mut(b).lnext = span,
         }
         if above != NIL {
             self.tags.get_mut(above).lprev = span;
@@ -209,11 +209,11 @@ impl<A: Allocator + Clone> Arena<A> {
     fn remove_span(&mut self, span: u32) {
         let (below, above, size) = {
             let tag = self.tags.get(span);
-            (tag.lprev, tag.lnext(), tag.size)
+            (tag.lprev, tag.lnext, tag.size)
         };
         match below {
             NIL => self.span_head = above,
-            b => self.tags.get_mut(b).set_lnext(above),
+            b => self.tags.get_mut(b).lnext = above,
         }
         if above != NIL {
             self.tags.get_mut(above).lprev = below;
@@ -297,7 +297,7 @@ impl<A: Allocator + Clone> Arena<A> {
                         return Some((t, x));
                     }
                 }
-                t = tag.lnext();
+                t = tag.lnext;
             }
             from = list + 1;
         }
@@ -425,7 +425,7 @@ impl<A: Allocator + Clone> Arena<A> {
         self.inuse -= size;
         let (start, next, prev) = {
             let tag = self.tags.get(t);
-            (tag.start, tag.next, tag.prev)
+            (tag.start, tag.next, tag.prev())
         };
         // A span tag always precedes its segments, so `prev` exists.
         let prev_free = self.tags.get(prev).is(Kind::Free);
@@ -464,7 +464,7 @@ impl<A: Allocator + Clone> Arena<A> {
         // likely cache miss) when the arena holds none.
         if self.imported != 0 {
             let seg = *self.tags.get(merged);
-            let span_tag = seg.prev;
+            let span_tag = seg.prev();
             let span = *self.tags.get(span_tag);
             if span.is(Kind::Span) && span.size == seg.size {
                 debug_assert_eq!(span.start, seg.start);

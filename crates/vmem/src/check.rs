@@ -66,7 +66,7 @@ impl<A: Allocator + Clone> Arena<A> {
             if linked > self.tags.capacity() {
                 return corrupt(at, "the segment list has a cycle");
             }
-            if tag.prev != prev {
+            if tag.prev() != prev {
                 return corrupt(at, "a tag's prev link does not name its predecessor");
             }
             if tag.size == 0 || (tag.start | tag.size) & qmask != 0 {
@@ -149,7 +149,7 @@ impl<A: Allocator + Clone> Arena<A> {
                 return corrupt(tag.start, "the span list is out of address order");
             }
             prev = t;
-            t = tag.lnext();
+            t = tag.lnext;
         }
         if n != spans {
             return corrupt(0, "the span list misses spans");
@@ -178,7 +178,7 @@ impl<A: Allocator + Clone> Arena<A> {
                     return corrupt(tag.start, "a free segment is on the wrong free list");
                 }
                 prev = t;
-                t = tag.lnext();
+                t = tag.lnext;
             }
         }
         if listed != free {
@@ -197,7 +197,7 @@ impl<A: Allocator + Clone> Arena<A> {
             if unused > self.tags.n_unused() || at(t)?.kind() != Kind::Unused {
                 return corrupt(0, "the unused tag stack is broken");
             }
-            t = at(t)?.lnext();
+            t = at(t)?.lnext;
         }
         if unused != self.tags.n_unused() || linked + unused != self.tags.capacity() {
             return corrupt(0, "boundary tags were lost");

@@ -130,7 +130,7 @@ impl FreeLists {
         {
             let tag = tags.get_mut(t);
             debug_assert_eq!(tag.kind(), Kind::Free);
-            tag.set_lnext(old);
+            tag.lnext = old;
             tag.lprev = NIL;
         }
         if old != NIL {
@@ -160,13 +160,13 @@ impl FreeLists {
         let (prev, next) = {
             let tag = tags.get(t);
             debug_assert_eq!(tag.kind(), Kind::Free);
-            (tag.lprev, tag.lnext())
+            (tag.lprev, tag.lnext)
         };
         if next != NIL {
             tags.get_mut(next).lprev = prev;
         }
         if prev != NIL {
-            tags.get_mut(prev).set_lnext(next);
+            tags.get_mut(prev).lnext = next;
         } else {
             debug_assert_eq!(self.heads[list], t);
             self.heads[list] = next;

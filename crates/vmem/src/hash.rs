@@ -116,7 +116,7 @@ impl<A: Allocator + Clone> BusyHash<A> {
     #[inline]
     pub fn insert(&mut self, tags: &mut TagPool<A>, t: u32, b: usize) {
         debug_assert_eq!(b, self.bucket(tags.get(t).start));
-        tags.get_mut(t).set_lnext(self.buckets[b]);
+        tags.get_mut(t).lnext = self.buckets[b];
         self.buckets[b] = t;
         self.count += 1;
         if self.count >= self.grow_at {
@@ -137,7 +137,7 @@ impl<A: Allocator + Clone> BusyHash<A> {
                 return Some((Link { bucket, prev }, t));
             }
             prev = t;
-            t = tag.lnext();
+            t = tag.lnext;
         }
         None
     }
@@ -145,12 +145,12 @@ impl<A: Allocator + Clone> BusyHash<A> {
     /// Unlinks `t`, found by [`find`](Self::find) at `at`.
     #[inline]
     pub fn remove(&mut self, tags: &mut TagPool<A>, at: Link, t: u32) {
-        let next = tags.get(t).lnext();
+        let next = tags.get(t).lnext;
         let Link { bucket, prev } = at;
         if prev == NIL {
             self.buckets[bucket] = next;
         } else {
-            tags.get_mut(prev).set_lnext(next);
+            tags.get_mut(prev).lnext = next;
         }
         self.count -= 1;
         if self.count < self.shrink_below {
@@ -169,9 +169,9 @@ impl<A: Allocator + Clone> BusyHash<A> {
         for &head in old.iter() {
             let mut t = head;
             while t != NIL {
-                let next = tags.get(t).lnext();
+                let next = tags.get(t).lnext;
                 let b = self.bucket(tags.get(t).start);
-                tags.get_mut(t).set_lnext(self.buckets[b]);
+                tags.get_mut(t).lnext = self.buckets[b];
                 self.buckets[b] = t;
                 t = next;
             }
@@ -190,7 +190,7 @@ impl<A: Allocator + Clone> BusyHash<A> {
                     return Err(Some(tag.start));
                 }
                 f(t);
-                t = tag.lnext();
+                t = tag.lnext;
             }
         }
         Ok(())

@@ -489,7 +489,7 @@ where
             if span.is(Kind::Span) {
                 self.source.release(span.start, span.size);
             }
-            t = span.lnext();
+            t = span.lnext;
         }
     }
 }

@@ -126,7 +126,7 @@ impl<A: Allocator + Clone> Arena<A> {
         let mut best = 0;
         while t != NIL {
             best = best.max(self.tags.get(t).size);
-            t = self.tags.get(t).lnext();
+            t = self.tags.get(t).lnext;
         }
         best
     }

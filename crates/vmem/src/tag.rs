@@ -20,7 +20,7 @@ use core::ptr::{self, NonNull};
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec;
 
-/// Bits in a tag index; the top bits of `lnext_kind` hold the [`Kind`].
+/// Bits in a tag index; the top bits of `prev_kind` hold the [`Kind`].
 const INDEX_BITS: u32 = 29;
 /// The null link.
 pub(crate) const NIL: u32 = (1 << INDEX_BITS) - 1;
@@ -71,26 +71,28 @@ impl Kind {
 pub(crate) struct Tag {
     pub start: usize,
     pub size: usize,
-    pub prev: u32,
+    /// `prev` with the [`Kind`] in its top bits. Of the four links, `prev`
+    /// is the one stored almost only into tags the operation has read
+    /// anyway (the segment itself and the neighbours a free inspects),
+    /// while `next`, `lnext` and `lprev` are stored into cold tags: the
+    /// address-order predecessor of a split segment, list neighbours on
+    /// insert and removal. A whole-word store needs no read, so those cost
+    /// write misses the store buffer absorbs, not read misses the
+    /// operation waits for.
+    prev_kind: u32,
     pub next: u32,
+    pub lnext: u32,
     pub lprev: u32,
-    /// `lnext` with the [`Kind`] in its top bits. The kind shares the word
-    /// written on the tag itself, never `lprev`, which the free lists
-    /// store into cold neighbours (the old head on insert, the next member
-    /// on removal): a whole-word store needs no read, so such a neighbour
-    /// costs a write miss, which the store buffer absorbs, not a read miss
-    /// the operation waits for.
-    lnext_kind: u32,
 }
 
 impl Tag {
     const UNUSED: Tag = Tag {
         start: 0,
         size: 0,
-        prev: NIL,
+        prev_kind: NIL,
         next: NIL,
+        lnext: NIL,
         lprev: NIL,
-        lnext_kind: NIL,
     };
 
     /// Last address of the tag (inclusive, so a span may end at `usize::MAX`).
@@ -102,28 +104,28 @@ impl Tag {
     /// Whether the tag is of `kind`: one compare, no decoding.
     #[inline(always)]
     pub fn is(&self, kind: Kind) -> bool {
-        self.lnext_kind >> INDEX_BITS == kind as u32
+        self.prev_kind >> INDEX_BITS == kind as u32
     }
 
     #[inline]
     pub fn kind(&self) -> Kind {
-        Kind::from_bits(self.lnext_kind >> INDEX_BITS)
+        Kind::from_bits(self.prev_kind >> INDEX_BITS)
     }
 
     #[inline]
     pub fn set_kind(&mut self, kind: Kind) {
-        self.lnext_kind = (self.lnext_kind & NIL) | ((kind as u32) << INDEX_BITS);
+        self.prev_kind = (self.prev_kind & NIL) | ((kind as u32) << INDEX_BITS);
     }
 
     #[inline]
-    pub fn lnext(&self) -> u32 {
-        self.lnext_kind & NIL
+    pub fn prev(&self) -> u32 {
+        self.prev_kind & NIL
     }
 
     #[inline]
-    pub fn set_lnext(&mut self, i: u32) {
+    pub fn set_prev(&mut self, i: u32) {
         debug_assert!(i <= NIL);
-        self.lnext_kind = (self.lnext_kind & !NIL) | i;
+        self.prev_kind = (self.prev_kind & !NIL) | i;
     }
 }
 
@@ -245,7 +247,7 @@ impl<A: Allocator + Clone> TagPool<A> {
         // Thread the new tags onto the unused stack, lowest index on top.
         for k in (base..base + more).rev() {
             let tag = Tag {
-                lnext_kind: self.unused,
+                lnext: self.unused,
                 ..Tag::UNUSED
             };
             // SAFETY: `k < base + more`, inside the buffer (see above).
@@ -272,7 +274,7 @@ impl<A: Allocator + Clone> TagPool<A> {
         let i = self.unused;
         assert!(i != NIL, "vmem: boundary tag taken without a reserve");
         let tag = self.get_mut(i);
-        let next_unused = tag.lnext();
+        let next_unused = tag.lnext;
         *tag = Tag {
             start,
             size,
@@ -290,8 +292,8 @@ impl<A: Allocator + Clone> TagPool<A> {
     pub fn put(&mut self, i: u32) {
         let unused = self.unused;
         let tag = self.get_mut(i);
-        tag.lnext_kind = unused;
-        tag.lprev = NIL;
+        tag.lnext = unused;
+        tag.prev_kind = NIL;
         self.unused = i;
         self.n_unused += 1;
     }
@@ -328,15 +330,15 @@ mod tests {
     use allocator_api2::alloc::Global;
 
     #[test]
-    fn tag_is_32_bytes_and_kind_packs_beside_lnext() {
+    fn tag_is_32_bytes_and_kind_packs_beside_prev() {
         assert_eq!(size_of::<Tag>(), 32);
         let mut t = Tag::UNUSED;
         t.set_kind(Kind::Busy);
-        t.set_lnext(12345);
-        assert_eq!((t.kind(), t.lnext()), (Kind::Busy, 12345));
-        t.set_lnext(NIL);
+        t.set_prev(12345);
+        assert_eq!((t.kind(), t.prev()), (Kind::Busy, 12345));
+        t.set_prev(NIL);
         t.set_kind(Kind::StaticSpan);
-        assert_eq!((t.kind(), t.lnext()), (Kind::StaticSpan, NIL));
+        assert_eq!((t.kind(), t.prev()), (Kind::StaticSpan, NIL));
     }
 
     #[test]
