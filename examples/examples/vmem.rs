@@ -3,7 +3,9 @@
 //!
 //! Two uses side by side:
 //! 1. An ID allocator (quantum 1, next fit): look for freed IDs *not* being
-//!    handed out again at once — the cursor moves on and wraps later.
+//!    handed out again at once — the cursor moves on and wraps later. The
+//!    arena belongs to `main` alone, so it is used through `&mut` (the
+//!    `_mut` methods), which skips the arena lock.
 //! 2. An address-space allocator: a parent arena of "virtual addresses"
 //!    and a page-granular child that imports 64 KiB spans from it and keeps
 //!    quantum caches for 1..=8 pages. Look for: few imports for many
@@ -29,20 +31,20 @@ fn show(name: &str, s: &VmemStats) {
 }
 
 fn main() -> Result<(), VmemError> {
-    println!("1. process IDs 1..=32767, next fit");
-    let pids = Vmem::builder("pids").span(1, 32767).build()?;
+    println!("1. process IDs 1..=32767, next fit, owned by main (no lock)");
+    let mut pids = Vmem::builder("pids").span(1, 32767).build()?;
     let first: Vec<usize> = (0..5)
-        .map(|_| pids.alloc(1, Policy::NextFit))
+        .map(|_| pids.alloc_mut(1, Policy::NextFit))
         .collect::<Result<_, _>>()?;
     println!("  allocated {first:?}");
-    pids.free(first[1], 1)?;
-    pids.free(first[3], 1)?;
+    pids.free_mut(first[1], 1)?;
+    pids.free_mut(first[3], 1)?;
     println!("  freed {} and {}", first[1], first[3]);
     let next: Vec<usize> = (0..3)
-        .map(|_| pids.alloc(1, Policy::NextFit))
+        .map(|_| pids.alloc_mut(1, Policy::NextFit))
         .collect::<Result<_, _>>()?;
     println!("  next three: {next:?}  (freed IDs are not reused yet)");
-    match pids.free(first[1], 1) {
+    match pids.free_mut(first[1], 1) {
         Err(e) => println!("  double free refused: {e}"),
         Ok(()) => println!("  double free accepted?!"),
     }
