@@ -33,6 +33,7 @@ use kmem_slab::Keg;
 use crate::Meta;
 use crate::error::KmemError;
 use crate::fill::{Buf, CacheKeg, Fill, Pages};
+use crate::global::fatal;
 use crate::home::{self, LINE_CLASSES, Maps, shares_lines};
 use crate::page::{NO_OWNER, PageLayer};
 use crate::sizes::{CLASS_NAMES, CLASS_SIZES, NUM_CLASSES, class_align, class_for};
@@ -59,17 +60,18 @@ fn init() -> &'static [ClassDepot; NUM_CLASSES] {
                 let b = Keg::builder(CLASS_NAMES[c], CLASS_SIZES[c], class_align(c))
                     .source(Pages::Layer(layer, owner(c)))
                     .metadata(Meta);
-                crate::debug::class_keg(c, b)
-                    .build()
-                    .expect("kmem: every size class has a slab layout")
+                crate::debug::class_keg(c, b).build().unwrap_or_else(|e| {
+                    fatal(format_args!("kmem: size class {}: {e}\n", CLASS_NAMES[c]))
+                })
             })
         });
         core::array::from_fn(|c| {
             let fill = Fill::new(&kegs[c], None, None);
             let config = Config::new(CLASS_NAMES[c], CLASS_SIZES[c])
                 .magazine_size(start_rounds(CLASS_SIZES[c]));
-            Depot::new_in(fill, config, Meta)
-                .expect("kmem: the default magazine configuration is valid")
+            Depot::new_in(fill, config, Meta).unwrap_or_else(|e| {
+                fatal(format_args!("kmem: size class {}: {e}\n", CLASS_NAMES[c]))
+            })
         })
     })
 }

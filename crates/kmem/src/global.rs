@@ -146,13 +146,39 @@ fn dealloc_slow(ptr: *mut u8, size: usize, align: usize) {
 /// not unwind, and going on would corrupt the heap.
 #[cold]
 fn die(what: &str, ptr: *mut u8, layout: Layout) -> ! {
-    let msg = format!(
+    fatal(format_args!(
         "kmem: {what}: dealloc({ptr:p}, size {}, align {})\n",
         layout.size(),
         layout.align()
-    );
-    // SAFETY: writing a valid buffer to stderr.
-    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    ))
+}
+
+/// Writes `message` to standard error and aborts, without allocating: it
+/// runs inside the global allocator, whose state may be what failed (a
+/// panic there would allocate to format its message, and unwinding out of
+/// an allocator is not allowed). Messages are cut at 256 bytes.
+#[cold]
+pub(crate) fn fatal(message: core::fmt::Arguments<'_>) -> ! {
+    /// A fixed buffer that keeps what fits.
+    struct Buf {
+        bytes: [u8; 256],
+        len: usize,
+    }
+    impl core::fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let n = s.len().min(self.bytes.len() - self.len);
+            self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(())
+        }
+    }
+    let mut buf = Buf {
+        bytes: [0; 256],
+        len: 0,
+    };
+    let _ = core::fmt::write(&mut buf, message);
+    // SAFETY: writing our own initialised bytes to stderr.
+    unsafe { libc::write(2, buf.bytes.as_ptr().cast(), buf.len) };
     std::process::abort()
 }
 

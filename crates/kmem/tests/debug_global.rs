@@ -88,6 +88,12 @@ fn run_scenario() {
             assert!(row.allocs >= 2 && row.magazine_hits == 0, "{row:?}");
             println!("kmem_alloc checks passed");
         }
+        "wrong_layout" => {
+            let p = Box::into_raw(Box::new([7u8; 100])).cast::<u8>();
+            let other_class = std::alloc::Layout::from_size_align(2000, 8).unwrap();
+            // SAFETY: the planted bug: freed with the layout of another class.
+            unsafe { std::alloc::dealloc(black_box(p), other_class) };
+        }
         other => panic!("unknown scenario {other}"),
     }
     println!("scenario ran to the end");
@@ -143,4 +149,22 @@ fn kmem_alloc_size_check_and_noabort() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     assert!(out.contains("kmem_alloc checks passed"), "{out}");
+}
+
+#[test]
+fn a_wrong_layout_aborts_with_a_message_even_without_debugging() {
+    let o = child("wrong_layout", "");
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("scenario ran to the end"));
+    assert!(
+        err.contains("kmem: layout does not match the allocation: dealloc(0x"),
+        "{err}"
+    );
+    assert!(err.contains(", size 2000, align 8)"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{err}");
+    }
 }
