@@ -156,7 +156,8 @@ fn die(what: &str, ptr: *mut u8, layout: Layout) -> ! {
 /// Writes `message` to standard error and aborts, without allocating: it
 /// runs inside the global allocator, whose state may be what failed (a
 /// panic there would allocate to format its message, and unwinding out of
-/// an allocator is not allowed). Messages are cut at 256 bytes.
+/// an allocator is not allowed). Messages are cut at 255 bytes, and a cut
+/// one still ends its line.
 #[cold]
 pub(crate) fn fatal(message: core::fmt::Arguments<'_>) -> ! {
     /// A fixed buffer that keeps what fits.
@@ -176,7 +177,9 @@ pub(crate) fn fatal(message: core::fmt::Arguments<'_>) -> ! {
         bytes: [0; 256],
         len: 0,
     };
-    let _ = core::fmt::write(&mut buf, message);
+    if core::fmt::write(&mut buf, message).is_err() || buf.len == buf.bytes.len() {
+        buf.bytes[buf.bytes.len() - 1] = b'\n';
+    }
     // SAFETY: writing our own initialised bytes to stderr.
     unsafe { libc::write(2, buf.bytes.as_ptr().cast(), buf.len) };
     std::process::abort()

@@ -57,8 +57,10 @@
 //! depot lock. No lock is held across a backend call or a magazine
 //! allocation: like the seed, which drops `cc_lock` around `kmem_slab_alloc`
 //! and the magazine allocation, the per-CPU path unlocks, calls out, and
-//! relocks to install the result. Locks are `kmem_sys::sync::Mutex` (a futex
-//! that never allocates), or loom's under `--cfg loom`.
+//! relocks to install the result. The depot lock is `kmem_sys::sync::Mutex`
+//! (a futex that never allocates) and a CPU slot's is
+//! `kmem_sys::sync::SpinMutex` (unlocked by a plain store: one atomic per
+//! hit), or loom's mutex for both under `--cfg loom`.
 //!
 //! # Kernel shapes in user space
 //!

@@ -41,7 +41,10 @@ pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawFutexMutex, T>;
 /// is a plain release store instead of an atomic swap, so an uncontended
 /// lock and unlock cost one atomic operation, not two. The price is that a
 /// waiter cannot sleep on the word: it spins briefly, then yields the CPU
-/// until the lock is free. Never hold it across anything that may block.
+/// until the lock is free, so hold it for short sections only. A section
+/// may take another lock for a moment (per-CPU magazine slots are held
+/// across a depot exchange, as the seed holds `cc_lock`); waiters yield
+/// meanwhile.
 pub type SpinMutex<T> = lock_api::Mutex<RawSpinMutex, T>;
 /// The guard of a [`SpinMutex`]; unlocks on drop.
 pub type SpinMutexGuard<'a, T> = lock_api::MutexGuard<'a, RawSpinMutex, T>;
@@ -64,12 +67,21 @@ pub struct RawLock<W> {
     _wait: PhantomData<W>,
 }
 
-/// How a [`RawLock`] waits for its word and releases it.
-pub trait Wait: Send + Sync + 'static {
+/// How a [`RawLock`] waits for its word and releases it. Sealed: the lock's
+/// exclusion rests on these two functions, so only [`Sleep`] and [`Spin`]
+/// implement it.
+pub trait Wait: sealed::Sealed + Send + Sync + 'static {
     /// Waits until the lock is taken; called after a failed first try.
     fn lock_contended(word: &AtomicU32);
     /// Releases a held lock.
     fn unlock(word: &AtomicU32);
+}
+
+mod sealed {
+    /// Keeps [`Wait`](super::Wait) to this module's policies.
+    pub trait Sealed {}
+    impl Sealed for super::Sleep {}
+    impl Sealed for super::Spin {}
 }
 
 /// Waiters spin briefly, then sleep on the futex; unlock swaps the word to

@@ -187,36 +187,30 @@ where
         self.place_slow(req, policy, wait)
     }
 
-    /// [`alloc`](Self::alloc) without taking the lock: `&mut self` proves
-    /// that no other thread can reach the arena.
+    /// The fast path of [`alloc`](Self::alloc) without taking the lock:
+    /// `&mut self` proves that no other thread can reach the arena. `None`
+    /// when no free segment fits at once or the size is refused: the caller
+    /// then takes the shared path, which reports errors and runs the slow
+    /// steps (import, quantum-cache drain, reclaim). Those call back into
+    /// the core through other pointers, so they must not run under this
+    /// borrow.
     #[inline]
-    pub fn alloc_mut(&mut self, size: usize, policy: Policy) -> Result<usize, VmemError> {
-        let size = self.round(size)?;
+    pub fn try_alloc_mut(&mut self, size: usize, policy: Policy) -> Option<usize> {
+        let size = self.round(size).ok()?;
         let req = Request::plain(size, self.quantum());
-        self.place_mut(&req, policy)
+        self.arena.get_mut().try_place(&req, policy)
     }
 
-    /// [`xalloc`](Self::xalloc) without taking the lock, as
-    /// [`alloc_mut`](Self::alloc_mut).
-    pub fn xalloc_mut(
+    /// [`try_alloc_mut`](Self::try_alloc_mut) for [`xalloc`](Self::xalloc).
+    pub fn try_xalloc_mut(
         &mut self,
         size: usize,
         c: &Constraints,
         policy: Policy,
-    ) -> Result<usize, VmemError> {
-        let size = self.round(size)?;
-        let req = Request::new(self.name, size, self.quantum(), c)?;
-        self.place_mut(&req, policy)
-    }
-
-    /// [`place`](Self::place) with exclusive access: no waiter can exist,
-    /// so a miss goes to the slow path without waiting.
-    #[inline]
-    fn place_mut(&mut self, req: &Request, policy: Policy) -> Result<usize, VmemError> {
-        if let Some(x) = self.arena.get_mut().try_place(req, policy) {
-            return Ok(x);
-        }
-        self.place_slow(req, policy, Wait::No)
+    ) -> Option<usize> {
+        let size = self.round(size).ok()?;
+        let req = Request::new(self.name, size, self.quantum(), c).ok()?;
+        self.arena.get_mut().try_place(&req, policy)
     }
 
     /// The seed's `vmem_xalloc` loop: fill tags, search, import, drain the
@@ -378,7 +372,9 @@ where
     }
 
     /// [`xfree`](Self::xfree) without taking the lock, as
-    /// [`alloc_mut`](Self::alloc_mut); no waiter can exist to wake.
+    /// [`try_alloc_mut`](Self::try_alloc_mut); no waiter can exist to wake,
+    /// and nothing it calls reaches this core through another pointer (a
+    /// released span goes to the source, another arena or callback).
     #[inline]
     pub fn xfree_mut(&mut self, addr: usize, size: usize) -> Result<(), VmemError> {
         let rounded = self.round(size).map_err(|_| self.bad_free(addr, size))?;

@@ -119,6 +119,12 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> QCaches<A, S> {
         Some(if all { Mode::PerThread } else { Mode::PerCpu })
     }
 
+    /// Whether any cache runs per-thread magazines, whose threads' exit
+    /// hooks reach the caches from outside the arena's methods.
+    pub fn any_per_thread(&self) -> bool {
+        self.caches.iter().any(|c| c.mode() == Mode::PerThread)
+    }
+
     /// The largest size cached, in bytes.
     pub fn max(&self) -> usize {
         self.caches.last().map_or(0, |c| c.backend().size)

@@ -20,17 +20,20 @@ use crate::stats::VmemStats;
 /// build one with [`Vmem::builder`].
 ///
 /// `A` is the allocator its metadata comes from, `S` the [`Source`] it
-/// imports spans from. Every method takes `&self`; share an arena between
-/// threads with an `Arc`, a reference or a `static`.
+/// imports spans from. Every method takes `&self`, so share an arena
+/// between threads with an `Arc`, a reference or a `static`; an owner with
+/// `&mut` access can skip the arena lock with the `_mut` twins
+/// ([`alloc_mut`](Self::alloc_mut) and others).
 pub struct Vmem<A: Allocator + Clone + Send + Sync = Global, S: Source = NoSource> {
     /// The core, allocated from `alloc` at a fixed address because the
     /// quantum caches' backends point at it.
     core: NonNull<Core<A, S>>,
     qshift: u32,
     qcache_max: usize,
-    /// Whether other threads can reach the core without `&self`: per-thread
-    /// quantum caches flush into it from their threads' exit hooks. Then
-    /// the `_mut` methods lock as the `&self` ones do.
+    /// Whether code outside this `Vmem`'s methods can reach the core: the
+    /// exit hooks of threads holding per-thread quantum-cache magazines
+    /// flush them into the caches' depots, inside the core, from other
+    /// threads. Then the `_mut` methods lock as the `&self` ones do.
     thread_caches: bool,
     alloc: A,
 }
@@ -81,7 +84,7 @@ where
                 qcache_mode,
             )?;
         }
-        vmem.thread_caches = vmem.qcache_mode() == Some(Mode::PerThread);
+        vmem.thread_caches = vmem.core().qcaches.any_per_thread();
         Ok(vmem)
     }
 
@@ -92,17 +95,22 @@ where
     }
 
     /// The core to use without its lock, unless per-thread quantum caches
-    /// may reach it from other threads.
+    /// may reach it from other threads. Callers keep the borrow to code
+    /// that touches nothing else of the core: the quantum caches' backends
+    /// reach it through pointers of their own.
     #[inline(always)]
     fn core_mut(&mut self) -> Option<&mut Core<A, S>> {
         if self.thread_caches {
             return None;
         }
         // SAFETY: the core is live until `drop`. `&mut self` excludes every
-        // other use of this `Vmem`, and without per-thread caches the core
-        // is reached only through it: per-CPU caches and their backends are
-        // used from `Vmem` methods, and a child arena holds its parent by
-        // reference or value, so `&mut` to a parent rules out its children.
+        // other use of this `Vmem`; without per-thread caches nothing else
+        // reaches the core from another thread (per-CPU caches run only
+        // inside `Vmem` methods, and a child arena holds its parent by
+        // reference or value, so `&mut` to a parent rules out its
+        // children); and the callers' borrow ends before any call that
+        // re-enters the core through a backend (`try_alloc_mut` and
+        // `xfree_mut` never call the caches).
         Some(unsafe { self.core.as_mut() })
     }
 
@@ -230,10 +238,13 @@ where
     }
 
     /// [`alloc`](Self::alloc) through exclusive access: the same result,
-    /// without the arena lock's two atomic operations. For an arena owned
-    /// by one thread or kept behind the caller's own lock, as the Rust
-    /// range allocators take `&mut self`. Arenas with per-thread quantum
-    /// caches still lock (other threads' exit hooks free into the arena).
+    /// and when a free segment fits at once, without the arena lock's two
+    /// atomic operations. For an arena owned by one thread or kept behind
+    /// the caller's own lock, as the Rust range allocators take `&mut
+    /// self`. Sizes up to `qcache_max` still go to their quantum cache,
+    /// slow paths (import, drain, reclaim) take the lock, and an arena with
+    /// per-thread quantum caches always locks (other threads' exit hooks
+    /// reach it).
     ///
     /// ```
     /// use kmem_vmem::{Policy, Vmem};
@@ -253,10 +264,12 @@ where
         if let Some(x) = self.qcache_alloc(size) {
             return Ok(x);
         }
-        match self.core_mut() {
-            Some(core) => core.alloc_mut(size, policy),
-            None => self.core().alloc(size, policy),
+        if let Some(core) = self.core_mut()
+            && let Some(x) = core.try_alloc_mut(size, policy)
+        {
+            return Ok(x);
         }
+        self.core().alloc(size, policy)
     }
 
     /// [`xalloc`](Self::xalloc) through exclusive access, as
@@ -271,10 +284,12 @@ where
         c: &Constraints,
         policy: Policy,
     ) -> Result<usize, VmemError> {
-        match self.core_mut() {
-            Some(core) => core.xalloc_mut(size, c, policy),
-            None => self.core().xalloc(size, c, policy),
+        if let Some(core) = self.core_mut()
+            && let Some(x) = core.try_xalloc_mut(size, c, policy)
+        {
+            return Ok(x);
         }
+        self.core().xalloc(size, c, policy)
     }
 
     /// [`free`](Self::free) through exclusive access, as

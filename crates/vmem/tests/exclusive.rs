@@ -112,6 +112,34 @@ fn exclusive_bad_frees_are_errors_that_change_nothing() {
 }
 
 #[test]
+fn an_exclusive_allocation_that_needs_a_cache_drain_gets_it() {
+    // 32 quanta, all soaked up by the quantum cache of one quantum: the
+    // request for all 32 fits only once the caches are drained, which runs
+    // on the shared path (the drain reaches the arena through the caches'
+    // own pointers, never under the `&mut` borrow).
+    let mut a = Vmem::builder("drain")
+        .span(0, 32 * 16)
+        .quantum(16)
+        .qcache_max(16)
+        .build()
+        .unwrap();
+    let mut xs = Vec::new();
+    while let Ok(x) = a.alloc_mut(16, Policy::InstantFit) {
+        xs.push(x);
+    }
+    assert_eq!(xs.len(), 32);
+    for x in xs {
+        a.free_mut(x, 16).unwrap();
+    }
+    assert_eq!(a.stats().qcache_cached, 32 * 16);
+    let all = a.alloc_mut(32 * 16, Policy::InstantFit).unwrap();
+    assert_eq!(all, 0);
+    assert_eq!(a.stats().qcache_cached, 0);
+    a.free_mut(all, 32 * 16).unwrap();
+    a.check().unwrap();
+}
+
+#[test]
 fn exclusive_calls_use_quantum_caches_of_either_mode() {
     for mode in [Mode::PerCpu, Mode::PerThread] {
         let mut a = Vmem::builder("qc")
@@ -131,9 +159,9 @@ fn exclusive_calls_use_quantum_caches_of_either_mode() {
         a.free_mut(x, 32).unwrap();
         let big = a.alloc_mut(4096, Policy::InstantFit).unwrap();
         a.free_mut(big, 4096).unwrap();
-        // With per-thread caches another thread's exit hook frees into the
-        // arena, so the `_mut` calls must still take the lock: run them
-        // while such threads come and go.
+        // With per-thread caches other threads' exit hooks flush into the
+        // caches' depots inside the arena's core, so the `_mut` calls must
+        // still take the lock: run them while such threads come and go.
         let a = Arc::new(std::sync::Mutex::new(a));
         thread::scope(|s| {
             for _ in 0..2 {
