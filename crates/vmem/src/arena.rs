@@ -253,6 +253,12 @@ impl<A: Allocator + Clone> Arena<A> {
         if self.tags.n_unused() < TAGS_PER_OP {
             return None;
         }
+        self.alloc_counted(req, policy)
+    }
+
+    /// [`alloc`](Self::alloc), counted in the statistics on success.
+    #[inline]
+    pub fn alloc_counted(&mut self, req: &Request, policy: Policy) -> Option<usize> {
         let x = self.alloc(req, policy)?;
         self.count_alloc(req, policy);
         Some(x)

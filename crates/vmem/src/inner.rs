@@ -112,6 +112,17 @@ where
         }
     }
 
+    /// The request for `size` bytes rounded up to the quantum, under the
+    /// constraints `c` if any, with the size and constraints checked.
+    #[inline]
+    fn request(&self, size: usize, c: Option<&Constraints>) -> Result<Request, VmemError> {
+        let size = self.round(size)?;
+        match c {
+            None => Ok(Request::plain(size, self.quantum())),
+            Some(c) => Request::new(self.name, size, self.quantum(), c),
+        }
+    }
+
     /// Allocates `size` bytes (rounded up to the quantum) placed by
     /// `policy`, without waiting (`vmem_alloc(..., M_NOWAIT)`).
     ///
@@ -121,9 +132,7 @@ where
     /// can satisfy it; [`VmemError::InvalidSize`] for 0.
     #[inline]
     pub fn alloc(&self, size: usize, policy: Policy) -> Result<usize, VmemError> {
-        let size = self.round(size)?;
-        let req = Request::plain(size, self.quantum());
-        self.place(&req, policy, Wait::No)
+        self.place(&self.request(size, None)?, policy, Wait::No)
     }
 
     /// Allocates `size` bytes placed within the constraints `c`
@@ -134,9 +143,7 @@ where
     /// As [`alloc`](Self::alloc), and [`VmemError::InvalidConstraints`] for
     /// constraints that are malformed or can never be met.
     pub fn xalloc(&self, size: usize, c: &Constraints, policy: Policy) -> Result<usize, VmemError> {
-        let size = self.round(size)?;
-        let req = Request::new(self.name, size, self.quantum(), c)?;
-        self.place(&req, policy, Wait::No)
+        self.place(&self.request(size, Some(c))?, policy, Wait::No)
     }
 
     /// Like [`alloc`](Self::alloc), but when the arena is exhausted waits
@@ -168,8 +175,7 @@ where
         policy: Policy,
         timeout: Option<Duration>,
     ) -> Result<usize, VmemError> {
-        let size = self.round(size)?;
-        let req = Request::new(self.name, size, self.quantum(), c)?;
+        let req = self.request(size, Some(c))?;
         let deadline = timeout.map(|t| Instant::now() + t);
         self.place(
             &req,
@@ -196,8 +202,7 @@ where
     /// borrow.
     #[inline]
     pub fn try_alloc_mut(&mut self, size: usize, policy: Policy) -> Option<usize> {
-        let size = self.round(size).ok()?;
-        let req = Request::plain(size, self.quantum());
+        let req = self.request(size, None).ok()?;
         self.arena.get_mut().try_place(&req, policy)
     }
 
@@ -208,8 +213,7 @@ where
         c: &Constraints,
         policy: Policy,
     ) -> Option<usize> {
-        let size = self.round(size).ok()?;
-        let req = Request::new(self.name, size, self.quantum(), c).ok()?;
+        let req = self.request(size, Some(c)).ok()?;
         self.arena.get_mut().try_place(&req, policy)
     }
 
@@ -236,8 +240,7 @@ where
                 g.counters.failures += 1;
                 return Err(e);
             }
-            if let Some(x) = g.alloc(req, policy) {
-                g.count_alloc(req, policy);
+            if let Some(x) = g.alloc_counted(req, policy) {
                 return Ok(x);
             }
             if self.source.imports() {
@@ -284,8 +287,7 @@ where
             if timed_out {
                 // One last look: a free may have raced with the timeout.
                 g.reserve()?;
-                if let Some(x) = g.alloc(req, policy) {
-                    g.count_alloc(req, policy);
+                if let Some(x) = g.alloc_counted(req, policy) {
                     return Ok(x);
                 }
                 g.counters.timeouts += 1;
