@@ -142,10 +142,16 @@ where
         }
     }
 
+    /// Whether `size` is a quantum-cached size (1 to `qcache_max` bytes).
+    #[inline(always)]
+    fn qcached(&self, size: usize) -> bool {
+        size <= self.qcache_max && size != 0
+    }
+
     /// A segment from the quantum cache for `size`, if it has one to give.
     #[inline]
     fn qcache_alloc(&self, size: usize) -> Option<usize> {
-        if size > self.qcache_max || size == 0 {
+        if !self.qcached(size) {
             return None;
         }
         let quanta = (size + self.quantum() - 1) >> self.qshift;
@@ -212,7 +218,7 @@ where
     /// quantum cache is caught only when the cache hands the segment back.
     #[inline]
     pub fn free(&self, addr: usize, size: usize) -> Result<(), VmemError> {
-        if size <= self.qcache_max && size != 0 {
+        if self.qcached(size) {
             let rounded = (size + self.quantum() - 1) & !(self.quantum() - 1);
             if let Some(qc) = self.core().qcaches.get(rounded >> self.qshift) {
                 #[cfg(debug_assertions)]
@@ -300,7 +306,7 @@ where
     /// As [`free`](Self::free).
     #[inline]
     pub fn free_mut(&mut self, addr: usize, size: usize) -> Result<(), VmemError> {
-        if size <= self.qcache_max && size != 0 {
+        if self.qcached(size) {
             return self.free(addr, size);
         }
         self.xfree_mut(addr, size)
