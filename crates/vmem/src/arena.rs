@@ -380,7 +380,7 @@ impl<A: Allocator + Clone> Arena<A> {
         } else {
             tag.start = x;
             tag.size = size;
-            tag.set_kind(Kind::Busy);
+            self.tags.set_kind(t, Kind::Busy);
             self.hash.insert(&mut self.tags, t, bucket);
             self.inuse += size;
             t
@@ -433,14 +433,15 @@ impl<A: Allocator + Clone> Arena<A> {
             let tag = self.tags.get(t);
             (tag.start, tag.next, tag.prev())
         };
-        // A span tag always precedes its segments, so `prev` exists.
-        let prev_free = self.tags.get(prev).is(Kind::Free);
-        let next_free = next != NIL && self.tags.get(next).is(Kind::Free);
+        // A span tag always precedes its segments, so `prev` exists. The
+        // bitmap answers without loading either neighbour's tag.
+        let prev_free = self.tags.is_free(prev);
+        let next_free = next != NIL && self.tags.is_free(next);
         // Merge into a free neighbour where there is one, so that a merged
         // segment whose size class does not change stays on its list.
         let merged = match (prev_free, next_free) {
             (false, false) => {
-                self.tags.get_mut(t).set_kind(Kind::Free);
+                self.tags.set_kind(t, Kind::Free);
                 t
             }
             (true, false) => {

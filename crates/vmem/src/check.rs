@@ -202,6 +202,13 @@ impl<A: Allocator + Clone> Arena<A> {
         if unused != self.tags.n_unused() || linked + unused != self.tags.capacity() {
             return corrupt(0, "boundary tags were lost");
         }
+        // 6. The free bitmap marks exactly the free segments.
+        for i in 0..self.tags.capacity() as u32 {
+            let tag = self.tags.get(i);
+            if self.tags.is_free(i) != tag.is(Kind::Free) {
+                return corrupt(tag.start, "the free-tag bitmap disagrees with a tag");
+            }
+        }
         if self.rotor != NIL && at(self.rotor)?.kind() == Kind::Unused {
             return corrupt(0, "the next-fit cursor names an unused tag");
         }

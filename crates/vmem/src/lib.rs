@@ -19,7 +19,10 @@
 //! boundary of the array, so one tag is half a cache line and a cold tag
 //! costs one miss, never two; the array itself asks for 16-byte alignment
 //! only, so that growing it stays a `realloc`. It grows by an eighth at a
-//! time and may move, which indices do not mind (`tag.rs`).
+//! time and may move, which indices do not mind (`tag.rs`). A bitmap
+//! beside the array, one bit per tag, marks the free segments: a free asks
+//! it whether either neighbour can merge, so the common free, which merges
+//! with neither, loads no neighbour's tag.
 //!
 //! **Free lists.** A free segment of `n` quanta is filed on one of 527
 //! doubly linked lists in size order: exactly `n` for `n <= 63` (the seed's
