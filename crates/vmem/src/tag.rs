@@ -224,7 +224,8 @@ impl<A: Allocator + Clone> TagPool<A> {
     pub fn is_free(&self, i: u32) -> bool {
         debug_assert!((i as usize) < self.len, "vmem: tag {i} out of the pool");
         // SAFETY: `i < len` as in `get`, and `grow` keeps a bit for every
-        // tag: `free_bits.len() == len.div_ceil(64)`.
+        // tag: `free_bits.len() >= len.div_ceil(64)` (more if a growth failed
+        // after the bitmap grew).
         let word = unsafe { *self.free_bits.get_unchecked(i as usize / 64) };
         (word >> (i % 64)) & 1 != 0
     }
