@@ -26,8 +26,10 @@
 //! no lock is held while a region is mapped. Large blocks are their own
 //! mappings: unmapped on free, and grown or shrunk in place or moved by
 //! `mremap` (no copy, and the pages already touched stay resident rather
-//! than faulting in again at a new address), which is how the page layer's
-//! tag arrays and the slab hashes grow.
+//! than faulting in again at a new address), which is how the slab hashes
+//! and the page layer's smaller tag arrays grow (`kmem-vmem` moves a tag
+//! array of 2 MiB or more to a fresh block instead, since a block moved by
+//! `mremap` loses its transparent huge pages).
 
 use core::alloc::Layout;
 use core::ptr::NonNull;

@@ -39,14 +39,16 @@ pub const HUGE_PAGE: usize = 2 << 20;
 /// huge pages (`madvise(MADV_HUGEPAGE)`), for a large table that is touched
 /// all over, so that its random accesses miss the TLB less. Returns whether
 /// the kernel took the advice; `false` also when the range holds no whole
-/// huge page, is not private anonymous memory, or the system has no THP.
+/// huge page, is not private anonymous memory, or the system has no THP
+/// (and always under Miri, which has no `madvise`).
 ///
 /// Safe to call on any range: the advice changes how the kernel backs
 /// memory, never its contents or whether it is mapped.
 pub fn advise_huge_pages(addr: usize, len: usize) -> bool {
     let lo = addr.next_multiple_of(HUGE_PAGE);
     let hi = addr.saturating_add(len) & !(HUGE_PAGE - 1);
-    if hi <= lo {
+    // Miri has no `madvise`; the advice never changes what a program sees.
+    if hi <= lo || cfg!(miri) {
         return false;
     }
     // SAFETY: MADV_HUGEPAGE only sets a backing policy on the mappings in

@@ -467,20 +467,24 @@ impl<A: Allocator + Clone> Arena<A> {
                 prev
             }
         };
-        // Only imported spans are released; skip the span tag's load (a
-        // likely cache miss) when the arena holds none.
+        // Only an imported span is released, and only by a segment that
+        // follows its tag: the bitmap says so without loading the tag
+        // before it (a likely cache miss), which the span test needs only
+        // when it passes.
         if self.imported != 0 {
             let seg = *self.tags.get(merged);
             let span_tag = seg.prev();
-            let span = *self.tags.get(span_tag);
-            if span.is(Kind::Span) && span.size == seg.size {
-                debug_assert_eq!(span.start, seg.start);
-                if merged != t {
-                    self.unfile_free(merged);
+            if self.tags.is_imported_span(span_tag) {
+                let span = *self.tags.get(span_tag);
+                if span.size == seg.size {
+                    debug_assert_eq!(span.start, seg.start);
+                    if merged != t {
+                        self.unfile_free(merged);
+                    }
+                    self.unlink(merged);
+                    self.remove_span(span_tag);
+                    return Ok(Some((seg.start, seg.size)));
                 }
-                self.unlink(merged);
-                self.remove_span(span_tag);
-                return Ok(Some((seg.start, seg.size)));
             }
         }
         if merged == t {

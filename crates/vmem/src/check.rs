@@ -202,11 +202,14 @@ impl<A: Allocator + Clone> Arena<A> {
         if unused != self.tags.n_unused() || linked + unused != self.tags.capacity() {
             return corrupt(0, "boundary tags were lost");
         }
-        // 6. The free bitmap marks exactly the free segments.
+        // 6. The kind bitmap marks exactly the free segments and the
+        // imported spans.
         for i in 0..self.tags.capacity() as u32 {
             let tag = self.tags.get(i);
-            if self.tags.is_free(i) != tag.is(Kind::Free) {
-                return corrupt(tag.start, "the free-tag bitmap disagrees with a tag");
+            if self.tags.is_free(i) != tag.is(Kind::Free)
+                || self.tags.is_imported_span(i) != tag.is(Kind::Span)
+            {
+                return corrupt(tag.start, "the kind bitmap disagrees with a tag");
             }
         }
         if self.rotor != NIL && at(self.rotor)?.kind() == Kind::Unused {

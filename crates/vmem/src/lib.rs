@@ -20,10 +20,12 @@
 //! costs one miss, never two; the array itself asks for 16-byte alignment
 //! only, so that growing a small array stays a `realloc`; a large one moves
 //! to a fresh buffer so that it stays on huge pages (below). It grows by an
-//! eighth at a time and may move, which indices do not mind (`tag.rs`). A bitmap
-//! beside the array, one bit per tag, marks the free segments: a free asks
-//! it whether either neighbour can merge, so the common free, which merges
-//! with neither, loads no neighbour's tag.
+//! eighth at a time and may move, which indices do not mind (`tag.rs`).
+//! A bitmap beside the array, two bits per tag, marks the free segments
+//! and the imported spans: a free asks it whether either neighbour can
+//! merge and whether the merged segment follows an imported span's tag, so
+//! the common free, which merges with neither and fills no span, loads no
+//! neighbour's tag.
 //!
 //! **Free lists.** A free segment of `n` quanta is filed on one of 527
 //! doubly linked lists in size order: exactly `n` for `n <= 63` (the seed's
@@ -99,9 +101,11 @@
 //! (2 MiB, about 65 000 tags or 500 000 buckets) it is advised for
 //! transparent huge pages before its new part is first written: at a
 //! million segments every operation touches a few lines of tens of MiB at
-//! random, and on 4 KiB pages each would be a TLB miss too. Both grow into
-//! a fresh allocation once that large, never by `realloc`: glibc moves a
-//! large block with `mremap`, and the moved block lost its huge pages.
+//! random, and on 4 KiB pages each would be a TLB miss too. The hash
+//! always resizes into a fresh table, and the tag array does once that
+//! large, never by `realloc`: glibc's `realloc` (and kmem's metadata
+//! allocator's) moves a large block with `mremap`, and the moved block
+//! lost its huge pages.
 //!
 //! **Tag reserve.** Every operation first makes sure the pool holds the four
 //! tags it may need (`bt_fill` to `BT_MAXALLOC`), so it cannot fail halfway;

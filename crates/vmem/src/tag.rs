@@ -8,11 +8,14 @@
 //! and unused tags form a stack threaded through `lnext` (the seed's
 //! `vm_freetags`).
 //!
-//! Beside the array, one bit per tag says whether it is a free segment.
-//! Freeing a segment must know whether its neighbours are free, and most
-//! frees merge with neither: asking the bitmap, an eighth of a byte per
-//! tag and so in the core's own cache at a million segments, leaves both
-//! neighbours' tags alone, two likely cache misses a free otherwise.
+//! Beside the array, two bitmaps of one bit per tag say which tags are free
+//! segments and which are imported spans. Freeing a segment must know whether its
+//! neighbours are free, and, in an arena that imports, whether the merged
+//! segment follows an imported span's tag; most frees merge with neither
+//! neighbour and fill no span. Asking the bitmaps, an eighth of a byte per
+//! tag each and so in the core's own cache at a million segments, leaves
+//! the neighbours' tags alone, two likely cache misses a free otherwise.
+//! An arena that imports nothing never touches the span bitmap.
 //!
 //! Every tag starts on a 32-byte boundary, so a tag is half a cache line and
 //! a cold tag costs one miss, never two. The array is allocated in 16-byte
@@ -84,7 +87,9 @@ pub(crate) struct Tag {
     pub size: usize,
     /// `prev` with the [`Kind`] in its top bits. Of the four links, `prev`
     /// is the one stored almost only into tags the operation has read
-    /// anyway (the segment itself and the free neighbours it merges with),
+    /// anyway (the segment itself and the free neighbours it merges with;
+    /// the one exception is the tag after a segment merged into its
+    /// predecessor, which is busy or a span and otherwise left unread),
     /// while `next`, `lnext` and `lprev` are stored into cold tags: the
     /// address-order predecessor of a split segment, list neighbours on
     /// insert and removal. A whole-word store needs no read, so those cost
@@ -124,7 +129,7 @@ impl Tag {
     }
 
     /// Only [`TagPool::set_kind`] changes a linked tag's kind, keeping the
-    /// free bitmap in step.
+    /// kind bitmap in step.
     #[inline]
     fn set_kind(&mut self, kind: Kind) {
         self.prev_kind = (self.prev_kind & NIL) | ((kind as u32) << INDEX_BITS);
@@ -160,6 +165,58 @@ pub(crate) fn advise_huge<T, A: Allocator>(table: &Vec<T, A>) {
     }
 }
 
+/// One bit per tag of the pool.
+struct Bits<A: Allocator>(Vec<u64, A>);
+
+impl<A: Allocator> Bits<A> {
+    /// Bit `i`.
+    ///
+    /// # Safety
+    ///
+    /// `i` is below the count last grown to (for the pool: a tag index).
+    #[inline(always)]
+    unsafe fn get(&self, i: u32) -> bool {
+        debug_assert!((i as usize) < self.0.len() * 64);
+        // SAFETY: `i / 64 < self.0.len()` by the caller's promise.
+        let word = unsafe { *self.0.get_unchecked(i as usize / 64) };
+        (word >> (i % 64)) & 1 != 0
+    }
+
+    /// Sets bit `i` to `on`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`get`](Self::get).
+    #[inline(always)]
+    unsafe fn set(&mut self, i: u32, on: bool) {
+        debug_assert!((i as usize) < self.0.len() * 64);
+        // SAFETY: as in `get`.
+        let word = unsafe { self.0.get_unchecked_mut(i as usize / 64) };
+        let bit = 1 << (i % 64);
+        if on {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
+    }
+
+    /// Makes room for `n` bits, the new ones clear.
+    fn grow(&mut self, n: usize) -> Result<(), ()> {
+        let words = n.div_ceil(64);
+        if words > self.0.len() {
+            self.0
+                .try_reserve_exact(words - self.0.len())
+                .map_err(drop)?;
+            self.0.resize(words, 0);
+        }
+        Ok(())
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.capacity() * size_of::<u64>()
+    }
+}
+
 /// The tag array with its unused stack.
 pub(crate) struct TagPool<A: Allocator + Clone> {
     /// `2 * len + 1` halves once allocated; the tags are the `2 * len`
@@ -169,8 +226,9 @@ pub(crate) struct TagPool<A: Allocator + Clone> {
     base: NonNull<Tag>,
     /// Tags in the array.
     len: usize,
-    /// Bit `i % 64` of word `i / 64` is set iff tag `i` is [`Kind::Free`].
-    free_bits: Vec<u64, A>,
+    /// Which tags are [`Kind::Free`], and which [`Kind::Span`].
+    free: Bits<A>,
+    span: Bits<A>,
     unused: u32,
     n_unused: usize,
 }
@@ -187,7 +245,8 @@ impl<A: Allocator + Clone> TagPool<A> {
             halves: Vec::new_in(alloc.clone()),
             base: NonNull::dangling(),
             len: 0,
-            free_bits: Vec::new_in(alloc),
+            free: Bits(Vec::new_in(alloc.clone())),
+            span: Bits(Vec::new_in(alloc)),
             unused: NIL,
             n_unused: 0,
         }
@@ -218,35 +277,33 @@ impl<A: Allocator + Clone> TagPool<A> {
         unsafe { self.base.add(i as usize).as_mut() }
     }
 
-    /// Whether tag `i` (of this pool, as for [`get`](Self::get)) is a free
-    /// segment, from the bitmap: the tag itself is not loaded.
+    /// Whether tag `i` is a free segment, from the bitmap: the tag itself
+    /// is not loaded.
     #[inline(always)]
     pub fn is_free(&self, i: u32) -> bool {
         debug_assert!((i as usize) < self.len, "vmem: tag {i} out of the pool");
-        // SAFETY: `i < len` as in `get`, and `grow` keeps a bit for every
-        // tag: `free_bits.len() >= len.div_ceil(64)` (more if a growth failed
-        // after the bitmap grew).
-        let word = unsafe { *self.free_bits.get_unchecked(i as usize / 64) };
-        (word >> (i % 64)) & 1 != 0
+        // SAFETY: `i < len`, as for `get`, and `grow` grows both bitmaps
+        // to at least `len` bits before it counts new tags in.
+        unsafe { self.free.get(i) }
     }
 
+    /// Whether tag `i` is an imported span ([`Kind::Span`]), from the
+    /// bitmap.
     #[inline(always)]
-    fn set_free_bit(&mut self, i: u32, free: bool) {
+    pub fn is_imported_span(&self, i: u32) -> bool {
+        debug_assert!((i as usize) < self.len, "vmem: tag {i} out of the pool");
         // SAFETY: as in `is_free`.
-        let word = unsafe { self.free_bits.get_unchecked_mut(i as usize / 64) };
-        let bit = 1 << (i % 64);
-        if free {
-            *word |= bit;
-        } else {
-            *word &= !bit;
-        }
+        unsafe { self.span.get(i) }
     }
 
-    /// Makes tag `i` a `kind`, in the tag and in the free bitmap.
+    /// Makes segment `i` a `kind` (free or busy), in the tag and in the
+    /// free bitmap.
     #[inline]
     pub fn set_kind(&mut self, i: u32, kind: Kind) {
+        debug_assert!(matches!(kind, Kind::Free | Kind::Busy));
         self.get_mut(i).set_kind(kind);
-        self.set_free_bit(i, kind == Kind::Free);
+        // SAFETY: `get_mut` accepted `i`: as in `is_free`.
+        unsafe { self.free.set(i, kind == Kind::Free) };
     }
 
     /// Tag `i` if it is in the pool: for `check`, which follows links that
@@ -273,26 +330,28 @@ impl<A: Allocator + Clone> TagPool<A> {
             return Err(());
         }
         let old_off = self.offset();
-        let words = (base + more).div_ceil(64);
-        self.free_bits
-            .try_reserve_exact(words - self.free_bits.len())
-            .map_err(drop)?;
-        self.free_bits.resize(words, 0);
+        self.free.grow(base + more)?;
+        self.span.grow(base + more)?;
         let halves = 2 * (base + more) + 1;
         if halves * size_of::<Half>() >= kmem_sys::HUGE_PAGE {
             // A large array moves to a new buffer, advised before the copy
             // writes it: a `realloc` that moves it with `mremap` leaves it
             // on small pages (measured: 2 of 32 MiB huge after growing by
-            // eighths, against all 32 this way).
+            // eighths, against all 32 this way). Old and new are both held
+            // for the copy; if that much is refused, grow in place below,
+            // on small pages but without failing.
             let mut fresh = Vec::new_in(self.halves.allocator().clone());
-            fresh.try_reserve_exact(halves).map_err(drop)?;
-            advise_huge(&fresh);
-            fresh.extend_from_slice(&self.halves);
-            self.halves = fresh;
-        } else {
+            if fresh.try_reserve_exact(halves).is_ok() {
+                advise_huge(&fresh);
+                fresh.extend_from_slice(&self.halves);
+                self.halves = fresh;
+            }
+        }
+        if self.halves.capacity() < halves {
             self.halves
                 .try_reserve_exact(halves - self.halves.len())
                 .map_err(drop)?;
+            advise_huge(&self.halves);
         }
         self.halves.resize(halves, Half([0; 2]));
         let start = self.halves.as_mut_ptr();
@@ -344,8 +403,13 @@ impl<A: Allocator + Clone> TagPool<A> {
             ..Tag::UNUSED
         };
         tag.set_kind(kind);
-        if kind == Kind::Free {
-            self.set_free_bit(i, true);
+        // SAFETY: `i` is a tag of the pool, as in `is_free`.
+        unsafe {
+            match kind {
+                Kind::Free => self.free.set(i, true),
+                Kind::Span => self.span.set(i, true),
+                _ => {}
+            }
         }
         self.unused = next_unused;
         self.n_unused -= 1;
@@ -359,8 +423,15 @@ impl<A: Allocator + Clone> TagPool<A> {
         let unused = self.unused;
         let tag = self.get_mut(i);
         tag.lnext = unused;
+        let span = tag.is(Kind::Span);
         tag.prev_kind = NIL;
-        self.set_free_bit(i, false);
+        // SAFETY: `get_mut` accepted `i`: as in `is_free`.
+        unsafe {
+            self.free.set(i, false);
+            if span {
+                self.span.set(i, false);
+            }
+        }
         self.unused = i;
         self.n_unused += 1;
     }
@@ -387,7 +458,7 @@ impl<A: Allocator + Clone> TagPool<A> {
 
     /// Bytes of metadata the pool holds.
     pub fn bytes(&self) -> usize {
-        self.halves.capacity() * size_of::<Half>() + self.free_bits.capacity() * size_of::<u64>()
+        self.halves.capacity() * size_of::<Half>() + self.free.bytes() + self.span.bytes()
     }
 }
 
@@ -442,6 +513,10 @@ mod tests {
         assert_eq!(p.get(a).end(), 23);
         assert_eq!(p.get(b).kind(), Kind::Busy);
         assert!(p.is_free(a) && !p.is_free(b));
+        let s = p.take(Kind::Span, 0, 64);
+        assert!(p.is_imported_span(s) && !p.is_free(s) && !p.is_imported_span(a));
+        p.put(s);
+        assert!(!p.is_imported_span(s));
         p.set_kind(b, Kind::Free);
         assert!(p.is_free(b));
         p.set_kind(b, Kind::Busy);

@@ -7,7 +7,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use allocator_api2::alloc::{AllocError, Allocator, Global, Layout};
-use kmem_vmem::{ImportFns, Policy, Vmem, VmemError};
+use std::collections::BTreeMap;
+
+use kmem_vmem::{Constraints, ImportFns, Policy, Vmem, VmemError};
 
 /// A parent of 1 MiB in 4 KiB quanta, and a child importing 64 KiB spans.
 fn parent_and_child() -> (Arc<Vmem>, Vmem<Global, Arc<Vmem>>) {
@@ -280,17 +282,89 @@ fn dropping_a_child_returns_its_spans() {
     parent.check().unwrap();
 }
 
-/// A metadata allocator that counts its bytes and can be told to fail.
+/// Random allocations and frees, all policies, some constrained, in an
+/// arena that imports spans (back to back or with gaps, beside a static
+/// span): every step keeps every invariant, spans are released when wholly
+/// free, and freeing everything returns every span to the source.
+#[test]
+fn random_imports_and_releases_keep_every_invariant() {
+    for seed in 1..13u64 {
+        let spans: Arc<Mutex<BTreeMap<usize, usize>>> = Arc::default();
+        let next = Arc::new(AtomicUsize::new(0x1000_0000));
+        let gap = if seed % 2 == 0 { 0x1000 } else { 0 };
+        let (s1, s2, n) = (spans.clone(), spans.clone(), next.clone());
+        let fns = ImportFns::new(
+            move |size| {
+                let base = n.fetch_add(size + gap, Ordering::Relaxed);
+                s1.lock().unwrap().insert(base, size);
+                Some(base)
+            },
+            move |base, size| assert_eq!(s2.lock().unwrap().remove(&base), Some(size)),
+        );
+        let a = Vmem::builder("random")
+            .quantum(16)
+            .source(fns, 0x400)
+            .build()
+            .unwrap();
+        if seed % 3 == 0 {
+            a.add(0x0fff_f000, 0x1000).unwrap();
+        }
+        let mut state = seed;
+        let mut below = |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        let mut live: Vec<(usize, usize)> = vec![];
+        for _ in 0..3000 {
+            if below(10) < 5 || live.is_empty() {
+                let most = if below(8) == 0 { 200 } else { 70 };
+                let size = (below(most) as usize + 1) * 16;
+                let policy =
+                    [Policy::InstantFit, Policy::BestFit, Policy::NextFit][below(3) as usize];
+                let x = if below(3) == 0 {
+                    let c = Constraints {
+                        align: 16 << below(6),
+                        ..Constraints::default()
+                    };
+                    a.xalloc(size, &c, policy)
+                } else {
+                    a.alloc(size, policy)
+                };
+                live.push((x.unwrap(), size));
+            } else {
+                let (x, size) = live.swap_remove(below(live.len() as u64) as usize);
+                a.free(x, size).unwrap();
+            }
+            a.check().unwrap();
+        }
+        assert!(a.stats().releases > 0, "seed {seed}: no span was released");
+        for (x, size) in live {
+            a.free(x, size).unwrap();
+        }
+        a.check().unwrap();
+        assert_eq!(a.stats().imported, 0);
+        assert!(spans.lock().unwrap().is_empty(), "seed {seed}: spans kept");
+    }
+}
+
+/// A metadata allocator that counts its bytes and can be told to fail:
+/// everything (`fail`), or only requests of one alignment (`fail_align`;
+/// the tag array asks for 16, its bitmap and the busy hash for less).
 #[derive(Clone, Default)]
 struct Counting {
     live: Arc<AtomicUsize>,
     fail: Arc<AtomicUsize>,
+    fail_align: Arc<AtomicUsize>,
 }
 
 // SAFETY: every call forwards to `Global`, which upholds the contract.
 unsafe impl Allocator for Counting {
     fn allocate(&self, layout: Layout) -> Result<std::ptr::NonNull<[u8]>, AllocError> {
-        if self.fail.load(Ordering::Relaxed) != 0 {
+        if self.fail.load(Ordering::Relaxed) != 0
+            || self.fail_align.load(Ordering::Relaxed) == layout.align()
+        {
             return Err(AllocError);
         }
         self.live.fetch_add(layout.size(), Ordering::Relaxed);
@@ -342,4 +416,65 @@ fn metadata_comes_from_the_given_allocator_and_its_failure_is_clean() {
     a.check().unwrap();
     drop(a);
     assert_eq!(meta.live.load(Ordering::Relaxed), 0);
+}
+
+/// Grows the tag pool past `tags`, then refuses only the tag array's own
+/// memory, so that a growth fails after the kind bitmap beside it grew:
+/// every failure must leave the arena whole, and growing later must work.
+fn refused_tag_growth_is_clean(tags: usize) {
+    let meta = Counting::default();
+    let a = Vmem::builder("grow")
+        .span(0, 1 << 40)
+        .quantum(16)
+        .metadata(meta.clone())
+        .build()
+        .unwrap();
+    let mut xs = vec![];
+    while a.stats().tags < tags {
+        xs.push((a.alloc(16, Policy::InstantFit).unwrap(), 16));
+    }
+    // Free every other one, so free tags (and their bits) are everywhere.
+    let kept: Vec<(usize, usize)> = xs.iter().step_by(2).copied().collect();
+    for &(x, size) in xs.iter().skip(1).step_by(2) {
+        a.free(x, size).unwrap();
+    }
+    xs = kept;
+    a.check().unwrap();
+    meta.fail_align.store(16, Ordering::Relaxed);
+    let before = a.stats().tags;
+    let mut refused = 0;
+    while refused < 3 {
+        match a.alloc(1 << 14, Policy::InstantFit) {
+            Ok(x) => xs.push((x, 1 << 14)),
+            Err(e) => {
+                assert!(matches!(e, VmemError::NoMetadata { .. }), "{e}");
+                a.check().unwrap();
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(a.stats().tags, before, "a refused growth kept no tags");
+    meta.fail_align.store(0, Ordering::Relaxed);
+    for _ in 0..before / 4 {
+        xs.push((a.alloc(16, Policy::BestFit).unwrap(), 16));
+    }
+    assert!(a.stats().tags > before);
+    a.check().unwrap();
+    for (x, size) in xs {
+        a.free(x, size).unwrap();
+    }
+    a.check().unwrap();
+    assert_eq!(a.stats().busy_segments, 0);
+    assert_eq!(a.stats().free_segments, 1);
+}
+
+#[test]
+fn a_refused_tag_growth_after_the_bitmap_grew_is_clean() {
+    refused_tag_growth_is_clean(3_000);
+}
+
+#[test]
+fn a_refused_tag_growth_on_the_huge_page_path_is_clean() {
+    // Past 65 536 tags (2 MiB) the array moves to a fresh buffer.
+    refused_tag_growth_is_clean(70_000);
 }
