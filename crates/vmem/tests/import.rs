@@ -378,15 +378,22 @@ unsafe impl Allocator for Counting {
     }
 }
 
-#[test]
-fn metadata_comes_from_the_given_allocator_and_its_failure_is_clean() {
+/// An arena of `size` bytes in 16-byte quanta, its metadata from a new
+/// [`Counting`].
+fn counted(size: usize) -> (Counting, Vmem<Counting>) {
     let meta = Counting::default();
-    let a = Vmem::builder("m")
-        .span(0, 1 << 30)
+    let a = Vmem::builder("counted")
+        .span(0, size)
         .quantum(16)
         .metadata(meta.clone())
         .build()
         .unwrap();
+    (meta, a)
+}
+
+#[test]
+fn metadata_comes_from_the_given_allocator_and_its_failure_is_clean() {
+    let (meta, a) = counted(1 << 30);
     let mut xs = vec![];
     while meta.fail.load(Ordering::Relaxed) == 0 {
         xs.push(a.alloc(16, Policy::InstantFit).unwrap());
@@ -419,16 +426,10 @@ fn metadata_comes_from_the_given_allocator_and_its_failure_is_clean() {
 }
 
 /// Grows the tag pool past `tags`, then refuses only the tag array's own
-/// memory, so that a growth fails after the kind bitmap beside it grew:
-/// every failure must leave the arena whole, and growing later must work.
+/// memory, so that a growth fails after the bitmaps beside it grew: every
+/// failure must leave the arena whole, and growing later must work.
 fn refused_tag_growth_is_clean(tags: usize) {
-    let meta = Counting::default();
-    let a = Vmem::builder("grow")
-        .span(0, 1 << 40)
-        .quantum(16)
-        .metadata(meta.clone())
-        .build()
-        .unwrap();
+    let (meta, a) = counted(1 << 40);
     let mut xs = vec![];
     while a.stats().tags < tags {
         xs.push((a.alloc(16, Policy::InstantFit).unwrap(), 16));
