@@ -193,27 +193,21 @@ where
         self.place_slow(req, policy, wait)
     }
 
-    /// The fast path of [`alloc`](Self::alloc) without taking the lock:
-    /// `&mut self` proves that no other thread can reach the arena. `None`
-    /// when no free segment fits at once or the size is refused: the caller
-    /// then takes the shared path, which reports errors and runs the slow
-    /// steps (import, quantum-cache drain, reclaim). Those call back into
-    /// the core through other pointers, so they must not run under this
-    /// borrow.
+    /// The fast path of [`alloc`](Self::alloc) (`c` is `None`) or
+    /// [`xalloc`](Self::xalloc) without taking the lock: `&mut self` proves
+    /// that no other thread can reach the arena. `None` when no free
+    /// segment fits at once or the request is refused: the caller then
+    /// takes the shared path, which reports errors and runs the slow steps
+    /// (import, quantum-cache drain, reclaim). Those call back into the
+    /// core through other pointers, so they must not run under this borrow.
     #[inline]
-    pub fn try_alloc_mut(&mut self, size: usize, policy: Policy) -> Option<usize> {
-        let req = self.request(size, None).ok()?;
-        self.arena.get_mut().try_place(&req, policy)
-    }
-
-    /// [`try_alloc_mut`](Self::try_alloc_mut) for [`xalloc`](Self::xalloc).
-    pub fn try_xalloc_mut(
+    pub fn try_alloc_mut(
         &mut self,
         size: usize,
-        c: &Constraints,
+        c: Option<&Constraints>,
         policy: Policy,
     ) -> Option<usize> {
-        let req = self.request(size, Some(c)).ok()?;
+        let req = self.request(size, c).ok()?;
         self.arena.get_mut().try_place(&req, policy)
     }
 

@@ -8,11 +8,11 @@
 //! and unused tags form a stack threaded through `lnext` (the seed's
 //! `vm_freetags`).
 //!
-//! Beside the array, two bitmaps of one bit per tag say which tags are free
-//! segments and which are imported spans. Freeing a segment must know whether its
-//! neighbours are free, and, in an arena that imports, whether the merged
-//! segment follows an imported span's tag; most frees merge with neither
-//! neighbour and fill no span. Asking the bitmaps, an eighth of a byte per
+//! Beside the array, two bitmaps of one bit per tag say which tags are
+//! free segments and which are imported spans. Freeing a segment must know
+//! whether its neighbours are free, and, in an arena that imports, whether
+//! the merged segment follows an imported span's tag; most frees merge
+//! with neither neighbour and fill no span. Asking the bitmaps, an eighth of a byte per
 //! tag each and so in the core's own cache at a million segments, leaves
 //! the neighbours' tags alone, two likely cache misses a free otherwise.
 //! An arena that imports nothing never touches the span bitmap.

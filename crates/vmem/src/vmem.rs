@@ -271,7 +271,7 @@ where
             return Ok(x);
         }
         if let Some(core) = self.core_mut()
-            && let Some(x) = core.try_alloc_mut(size, policy)
+            && let Some(x) = core.try_alloc_mut(size, None, policy)
         {
             return Ok(x);
         }
@@ -291,7 +291,7 @@ where
         policy: Policy,
     ) -> Result<usize, VmemError> {
         if let Some(core) = self.core_mut()
-            && let Some(x) = core.try_xalloc_mut(size, c, policy)
+            && let Some(x) = core.try_alloc_mut(size, Some(c), policy)
         {
             return Ok(x);
         }
