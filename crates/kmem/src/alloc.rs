@@ -250,9 +250,7 @@ fn class_alloc_slow(c: usize, size: usize, align: usize) -> Option<NonNull<u8>> 
             if t.tag == 0 {
                 t.tag = home::new_tag();
             }
-            if let Some(buf) = &b {
-                t.maps.stamp(core::slice::from_ref(buf), t.tag);
-            }
+            t.maps.stamp(b.as_slice(), t.tag);
             t.maps.stamp(t.pairs[c].loaded_rounds(), t.tag);
         }
         b

@@ -71,7 +71,6 @@ pub(crate) fn shares_lines(c: usize) -> bool {
     c < 64 && SHARING & (1 << c) != 0
 }
 
-static RESERVATION: OnceLock<Option<Reservation>> = OnceLock::new();
 static MAPS: OnceLock<Maps> = OnceLock::new();
 static NEXT_TAG: AtomicU32 = AtomicU32::new(0);
 
@@ -94,8 +93,8 @@ pub(crate) struct Maps {
 }
 
 // SAFETY: the maps are atomics that live for the program (the line map's
-// reservation sits in a static and is never released); every access is an
-// atomic load or store.
+// reservation is leaked, never released); every access is an atomic load
+// or store.
 unsafe impl Send for Maps {}
 // SAFETY: as above.
 unsafe impl Sync for Maps {}
@@ -128,7 +127,7 @@ impl Maps {
     /// local (see [`is_local`](Self::is_local)).
     #[inline(always)]
     pub(crate) fn check_free(&self, addr: usize, c: usize, owner: u32, tag: u8) -> Option<bool> {
-        if self.page.locate(addr)?.1 != owner {
+        if self.page.tag(addr)? != owner {
             return None;
         }
         // SAFETY: `sharing` is checked first and `addr` is inside.
@@ -161,10 +160,9 @@ impl Maps {
         if self.sharing == 0 {
             return;
         }
-        let (base, size) = self.page.span();
         for &Buf(p) in bufs {
             let addr = p.as_ptr() as usize;
-            if addr.wrapping_sub(base) < size {
+            if self.page.offset(addr).is_some() {
                 // SAFETY: `sharing` is set and `addr` is inside.
                 let s = unsafe { self.line(addr) };
                 if s.load(Ordering::Relaxed) != tag {
@@ -182,18 +180,15 @@ pub(crate) fn init() {
     MAPS.get_or_init(|| {
         let page = PageLayer::global().map_view();
         let (base, size) = page.span();
-        let lines = RESERVATION
-            .get_or_init(|| {
-                let r = Reservation::new(size >> LINE_SHIFT).ok()?;
-                r.commit(0, r.size()).ok()?;
-                Some(r)
-            })
-            .as_ref();
+        // The line map lives for the program: its reservation is leaked.
+        let lines = Reservation::new(size >> LINE_SHIFT).ok().and_then(|r| {
+            r.commit(0, r.size()).ok()?;
+            Some(r.leak().0)
+        });
         match lines {
-            Some(r) => Maps {
+            Some(l) => Maps {
                 page,
-                lines: r
-                    .base()
+                lines: l
                     .cast::<AtomicU8>()
                     .as_ptr()
                     .wrapping_sub(base >> LINE_SHIFT),

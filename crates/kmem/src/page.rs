@@ -198,33 +198,33 @@ impl MapView {
         (off >> self.shift < self.pages).then_some(off)
     }
 
-    /// The offset of `addr` in the reservation and the owner tag of its
-    /// page, or `None` outside the reservation. The tag is [`NO_OWNER`] for
-    /// a free page as well as for an unowned block (the map holds a tag
-    /// only with an allocation's start or continuation bit), so a tag other
-    /// than `NO_OWNER` proves the page allocated to that owner.
+    /// The map word of the page holding `addr`, or `None` outside the
+    /// reservation.
     #[inline(always)]
-    pub(crate) fn locate(self, addr: usize) -> Option<(usize, u32)> {
+    fn word(self, addr: usize) -> Option<u32> {
         let off = self.offset(addr)?;
         // SAFETY: the map holds one committed word per page of the
         // reservation, `off >> shift` is below that count, and the map
         // outlives this view.
-        let b = unsafe { self.map.add(off >> self.shift).as_ref() }.load(Ordering::Relaxed);
-        Some((off, b & OWNER))
+        Some(unsafe { self.map.add(off >> self.shift).as_ref() }.load(Ordering::Relaxed))
+    }
+
+    /// The owner tag of the page holding `addr`, or `None` outside the
+    /// reservation. The tag is [`NO_OWNER`] for a free page as well as for
+    /// an unowned block (the map holds a tag only with an allocation's
+    /// start or continuation bit), so a tag other than `NO_OWNER` proves
+    /// the page allocated to that owner.
+    #[inline(always)]
+    pub(crate) fn tag(self, addr: usize) -> Option<u32> {
+        self.word(addr).map(|b| b & OWNER)
     }
 
     /// [`PageLayer::owner_of`].
     #[inline(always)]
     pub(crate) fn owner_of(self, addr: usize) -> Option<u32> {
-        let page = addr.wrapping_sub(self.base) >> self.shift;
-        if page >= self.pages {
-            return None;
-        }
-        // SAFETY: the map holds one committed word per page of the
-        // reservation, `page` is below that count, and the map outlives
-        // this view.
-        let b = unsafe { self.map.add(page).as_ref() }.load(Ordering::Relaxed);
-        (b & (START | CONT) != 0).then_some(b & OWNER)
+        self.word(addr)
+            .filter(|b| b & (START | CONT) != 0)
+            .map(|b| b & OWNER)
     }
 }
 
