@@ -98,11 +98,8 @@ pub struct MetaHeap {
     lists: [Mutex<List>; NUM_LISTS],
     /// Uncut rest of the current region: `(cursor, end)`.
     region: Mutex<(usize, usize)>,
-    /// Chunks, and large blocks aligned beyond a page.
+    /// Chunks and large blocks.
     pages: OsPages,
-    /// Bytes of large blocks mapped here directly (page-aligned ones, which
-    /// `mremap` may resize).
-    large: AtomicUsize,
     /// Bytes handed out and not yet freed (rounded to block sizes).
     in_use: AtomicUsize,
 }
@@ -146,7 +143,6 @@ impl MetaHeap {
             }; NUM_LISTS],
             region: Mutex::new((0, 0)),
             pages: OsPages::new(),
-            large: AtomicUsize::new(0),
             in_use: AtomicUsize::new(0),
         }
     }
@@ -154,7 +150,7 @@ impl MetaHeap {
     fn alloc(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
         match kind(layout).ok_or(AllocError)? {
             Kind::Small(i) => self.alloc_small(i),
-            Kind::Large { len, movable } => self.alloc_large(len, movable, layout.align()),
+            Kind::Large { len, .. } => self.alloc_large(len, layout.align()),
         }
     }
 
@@ -202,19 +198,8 @@ impl MetaHeap {
     }
 
     #[cold]
-    fn alloc_large(
-        &self,
-        len: usize,
-        movable: bool,
-        align: usize,
-    ) -> Result<NonNull<u8>, AllocError> {
-        let p = if movable {
-            let p = map(len)?;
-            self.large.fetch_add(len, Ordering::Relaxed);
-            p
-        } else {
-            self.pages.alloc_pages(len, align).map_err(|_| AllocError)?
-        };
+    fn alloc_large(&self, len: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
+        let p = self.pages.alloc_pages(len, align).map_err(|_| AllocError)?;
         self.in_use.fetch_add(len, Ordering::Relaxed);
         Ok(p)
     }
@@ -236,15 +221,9 @@ impl MetaHeap {
                 drop(list);
                 self.in_use.fetch_sub(SIZES[i], Ordering::Relaxed);
             }
-            Kind::Large { len, movable } => {
-                if movable {
-                    // SAFETY: the caller returns exactly one large mapping.
-                    unsafe { unmap(ptr, len) };
-                    self.large.fetch_sub(len, Ordering::Relaxed);
-                } else {
-                    // SAFETY: the caller returns exactly one large block of ours.
-                    unsafe { self.pages.free_pages(ptr, len, layout.align()) };
-                }
+            Kind::Large { len, .. } => {
+                // SAFETY: the caller returns exactly one large block of ours.
+                unsafe { self.pages.free_pages(ptr, len, layout.align()) };
                 self.in_use.fetch_sub(len, Ordering::Relaxed);
             }
         }
@@ -274,54 +253,17 @@ impl MetaHeap {
         if old_len == new_len {
             return Some(ptr);
         }
-        // SAFETY: `[ptr, ptr + old_len)` is one whole mapping of ours
-        // (`map` made it, earlier resizes kept it whole); MAYMOVE lets the
-        // kernel move it, which the Allocator contract allows.
-        let q =
-            unsafe { libc::mremap(ptr.as_ptr().cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
-        if q == libc::MAP_FAILED {
-            return None;
-        }
+        // SAFETY: a movable large block is one whole page-aligned
+        // allocation of `old_len` bytes from `pages` (earlier resizes kept
+        // it so); on success the Allocator contract retires `ptr`.
+        let q = unsafe { self.pages.resize_pages(ptr, old_len, new_len) }.ok()?;
         if new_len > old_len {
-            self.large.fetch_add(new_len - old_len, Ordering::Relaxed);
             self.in_use.fetch_add(new_len - old_len, Ordering::Relaxed);
         } else {
-            self.large.fetch_sub(old_len - new_len, Ordering::Relaxed);
             self.in_use.fetch_sub(old_len - new_len, Ordering::Relaxed);
         }
-        NonNull::new(q.cast::<u8>())
+        Some(q)
     }
-}
-
-/// A fresh private mapping of `len` bytes (whole pages).
-fn map(len: usize) -> Result<NonNull<u8>, AllocError> {
-    // SAFETY: an anonymous mapping at an address of the kernel's choosing.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(AllocError);
-    }
-    NonNull::new(p.cast::<u8>()).ok_or(AllocError)
-}
-
-/// Unmaps a mapping made by [`map`] (and perhaps resized).
-///
-/// # Safety
-/// `[ptr, ptr + len)` is one whole mapping of ours that nothing uses again.
-unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
-    // SAFETY: the caller's promise.
-    let r = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
-    // munmap of a range we mapped can only fail if the contract was broken;
-    // carrying on would leak or corrupt silently.
-    assert_eq!(r, 0, "kmem Meta: munmap of a large block failed");
 }
 
 /// Index of the free list whose blocks fit `size` bytes at `align`, or
@@ -347,7 +289,7 @@ impl Meta {
     /// Bytes mapped from the OS for metadata: regions (chunks in use, on
     /// free lists or not yet cut) plus large blocks.
     pub fn bytes_mapped() -> usize {
-        HEAP.pages.bytes_in_use() + HEAP.large.load(Ordering::Relaxed)
+        HEAP.pages.bytes_in_use()
     }
 }
 
@@ -524,7 +466,7 @@ mod tests {
             48 + 12_288,
             "large blocks are whole pages"
         );
-        assert_eq!(heap.large.load(Ordering::Relaxed), 12_288);
+        assert_eq!(heap.pages.bytes_in_use(), REGION + 12_288);
         // SAFETY: both came from `alloc` with these layouts.
         unsafe {
             heap.free(c, big);
@@ -536,7 +478,6 @@ mod tests {
             REGION,
             "large blocks are unmapped, chunks kept"
         );
-        assert_eq!(heap.large.load(Ordering::Relaxed), 0);
         // Other lists cut their chunks from the same region.
         let blocks: std::vec::Vec<_> = [16, 100, 1000, 4000]
             .map(|n| {

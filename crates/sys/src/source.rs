@@ -125,6 +125,49 @@ impl OsPages {
     pub fn frees(&self) -> usize {
         self.frees.load(Ordering::Relaxed)
     }
+
+    /// Resizes an allocation of `old` bytes to `new` (whole pages) with
+    /// `mremap`, in place or by moving its pages, so the contents up to the
+    /// smaller size come along without a copy. On error nothing changed.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live allocation of exactly `old` bytes from this source,
+    /// made with at most page alignment (a moved one is only page-aligned).
+    /// On success the returned pointer replaces it and `ptr` is not used
+    /// again.
+    pub unsafe fn resize_pages(
+        &self,
+        ptr: NonNull<u8>,
+        old: usize,
+        new: usize,
+    ) -> Result<NonNull<u8>, SysError> {
+        if new == 0 || !is_page_aligned(new) {
+            return Err(SysError::InvalidSize {
+                op: "resize_pages",
+                size: new,
+            });
+        }
+        // SAFETY: the caller's promise: `[ptr, ptr + old)` is one whole
+        // mapping of ours, which MAYMOVE may move.
+        let q = unsafe { libc::mremap(ptr.as_ptr().cast(), old, new, libc::MREMAP_MAYMOVE) };
+        if q == libc::MAP_FAILED {
+            return Err(SysError::last_os(
+                "resize_pages",
+                ptr.as_ptr() as usize,
+                new,
+            ));
+        }
+        if new > old {
+            self.in_use.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            self.in_use.fetch_sub(old - new, Ordering::Relaxed);
+        }
+        NonNull::new(q.cast::<u8>()).ok_or(SysError::InvalidSize {
+            op: "resize_pages",
+            size: new,
+        })
+    }
 }
 
 // SAFETY: every range is a fresh private mapping of `size` bytes at an
@@ -193,6 +236,33 @@ mod tests {
             Err(SysError::InvalidAlign { .. })
         ));
         assert_eq!(os.allocs(), 0);
+    }
+
+    #[test]
+    fn resize_pages_keeps_contents_and_counts_bytes() {
+        let os = OsPages::new();
+        let p = page_size();
+        let a = os.alloc_pages(p, p).unwrap();
+        // SAFETY: `a` is a fresh allocation of `p` bytes.
+        unsafe { a.as_ptr().write(7) };
+        // SAFETY: `a` is live, `p` bytes, page-aligned; not used again.
+        let b = unsafe { os.resize_pages(a, p, 64 * p) }.unwrap();
+        assert_eq!(os.bytes_in_use(), 64 * p);
+        // SAFETY: `b` holds 64 pages, the first carried over from `a`.
+        let ends = unsafe { (b.as_ptr().read(), b.as_ptr().add(63 * p).read()) };
+        assert_eq!(ends, (7, 0));
+        // SAFETY: as above; a size that is not whole pages changes nothing.
+        let bad = unsafe { os.resize_pages(b, 64 * p, p + 1) };
+        assert!(matches!(bad, Err(SysError::InvalidSize { .. })));
+        // SAFETY: `b` is live, `64 * p` bytes; not used again.
+        let c = unsafe { os.resize_pages(b, 64 * p, p) }.unwrap();
+        assert_eq!(os.bytes_in_use(), p);
+        // SAFETY: `c` is the one live allocation of `p` bytes.
+        unsafe {
+            assert_eq!(c.as_ptr().read(), 7);
+            os.free_pages(c, p, p);
+        }
+        assert_eq!(os.bytes_in_use(), 0);
     }
 
     #[test]
