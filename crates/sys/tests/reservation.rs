@@ -158,7 +158,7 @@ fn libc_enomem() -> i32 {
 
 #[test]
 fn huge_page_advice_marks_only_its_range() {
-    let huge = 2 << 20;
+    let huge = kmem_sys::HUGE_PAGE;
     let r = Reservation::with_align(2 * huge, huge).unwrap();
     let base = r.base().as_ptr() as usize;
     r.commit(0, huge).unwrap();
