@@ -10,7 +10,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use kmem::Cache;
 use kmem::debug::{Action, DebugFlags};
-use kmem_benches::id;
+use kmem_benches::{global_pair, id};
 use mimalloc::MiMalloc;
 use tikv_jemallocator::Jemalloc;
 
@@ -42,15 +42,7 @@ fn peer_pair(
     a: &dyn GlobalAlloc,
 ) {
     let l = Layout::from_size_align(64, 8).unwrap();
-    g.bench_function(id(BENCH, subject), |b| {
-        b.iter(|| {
-            // SAFETY: a 64-byte block freed with its own layout.
-            unsafe {
-                let p = a.alloc(l);
-                a.dealloc(black_box(p), l);
-            }
-        })
-    });
+    g.bench_function(id(BENCH, subject), |b| b.iter(|| global_pair(a, l)));
 }
 
 fn debug(c: &mut Criterion) {

@@ -17,7 +17,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kmem::{Cache, Kmem, ObjectCache};
-use kmem_benches::{Timed, id, interleaved, ns_per};
+use kmem_benches::{Timed, global_pair, id, interleaved, ns_per};
 use mimalloc::MiMalloc;
 use tikv_jemallocator::Jemalloc;
 
@@ -31,15 +31,7 @@ fn pair_global(
     name: &str,
     a: &dyn GlobalAlloc,
 ) {
-    g.bench_function(id("64B pair", name), |b| {
-        b.iter(|| {
-            // SAFETY: a 64-byte block freed with its own layout.
-            unsafe {
-                let p = a.alloc(L64);
-                a.dealloc(black_box(p), L64);
-            }
-        })
-    });
+    g.bench_function(id("64B pair", name), |b| b.iter(|| global_pair(a, L64)));
     g.bench_function(id("64B batch of 100", name), |b| {
         let mut held = Vec::with_capacity(100);
         b.iter(|| {
@@ -79,47 +71,28 @@ impl Table {
 fn facade(c: &mut Criterion) {
     let mut g = c.benchmark_group("kmem");
     let cache = Cache::builder("bench64", 64, 8).build().unwrap();
-    g.bench_function(id("64B pair", "kmem Cache"), |b| {
-        b.iter(|| {
-            let p = cache.alloc().unwrap();
-            // SAFETY: allocated just above.
-            unsafe { cache.free(black_box(p)).unwrap() };
-        })
-    });
+    let cache_pair = || {
+        let p = cache.alloc().unwrap();
+        // SAFETY: allocated just above.
+        unsafe { cache.free(black_box(p)).unwrap() };
+    };
+    g.bench_function(id("64B pair", "kmem Cache"), |b| b.iter(cache_pair));
     let objs = ObjectCache::new("bench64-typed", || [0u64; 8]);
-    g.bench_function(id("64B pair", "kmem ObjectCache"), |b| {
-        b.iter(|| black_box(objs.alloc()))
-    });
-    pair_global(&mut g, "kmem", &Kmem::new());
+    let objs_pair = || drop(black_box(objs.alloc()));
+    g.bench_function(id("64B pair", "kmem ObjectCache"), |b| b.iter(objs_pair));
+    static KMEM: Kmem = Kmem::new();
+    pair_global(&mut g, "kmem", &KMEM);
     pair_global(&mut g, "mimalloc", &MiMalloc);
     pair_global(&mut g, "jemalloc", &Jemalloc);
     pair_global(&mut g, "system", &System);
-    static KMEM: Kmem = Kmem::new();
-    let global_pair = |a: &'static dyn GlobalAlloc| {
-        move |n| {
-            // SAFETY: a 64-byte block freed with its own layout.
-            ns_per(n, || unsafe { a.dealloc(black_box(a.alloc(L64)), L64) })
-        }
-    };
+    let pair_of = |a: &'static dyn GlobalAlloc| move |n| ns_per(n, || global_pair(a, L64));
     let subjects: Vec<Timed<'_>> = vec![
-        (
-            "kmem Cache",
-            Box::new(|n| {
-                ns_per(n, || {
-                    let p = cache.alloc().unwrap();
-                    // SAFETY: allocated just above.
-                    unsafe { cache.free(black_box(p)).unwrap() };
-                })
-            }),
-        ),
-        (
-            "kmem ObjectCache",
-            Box::new(|n| ns_per(n, || drop(black_box(objs.alloc())))),
-        ),
-        ("kmem", Box::new(global_pair(&KMEM))),
-        ("mimalloc", Box::new(global_pair(&MiMalloc))),
-        ("jemalloc", Box::new(global_pair(&Jemalloc))),
-        ("system", Box::new(global_pair(&System))),
+        ("kmem Cache", Box::new(|n| ns_per(n, cache_pair))),
+        ("kmem ObjectCache", Box::new(|n| ns_per(n, objs_pair))),
+        ("kmem", Box::new(pair_of(&KMEM))),
+        ("mimalloc", Box::new(pair_of(&MiMalloc))),
+        ("jemalloc", Box::new(pair_of(&Jemalloc))),
+        ("system", Box::new(pair_of(&System))),
     ];
     interleaved("kmem", "64B pair", 1_000_000, subjects);
     g.throughput(Throughput::Elements(100));

@@ -10,14 +10,14 @@
 //!   magazines with a 2 ms resize interval; the time per alloc+free and the
 //!   magazine size the depot settled at (recorded).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{Layout, System};
 use std::hint::black_box;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kmem_benches::{id, quick, record};
+use kmem_benches::{global_pair, id, quick, record};
 use kmem_magazine::{Backend, Config, Depot, MagazinePair, Magazines, Mode};
 use mimalloc::MiMalloc;
 use tikv_jemallocator::Jemalloc;
@@ -44,14 +44,6 @@ impl Backend for Ints {
 
 fn cache(mode: Mode) -> Magazines<Ints> {
     Magazines::new(Ints::default(), Config::new("bench", 64).mode(mode)).unwrap()
-}
-
-fn global_pair<G: GlobalAlloc>(g: &G, layout: Layout) {
-    // SAFETY: a plain allocate/deallocate pair with the same layout.
-    unsafe {
-        let p = g.alloc(layout);
-        g.dealloc(black_box(p), layout);
-    }
 }
 
 fn hit_path(c: &mut Criterion) {

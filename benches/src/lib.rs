@@ -30,6 +30,17 @@ pub fn id(benchmark: &str, subject: &str) -> criterion::BenchmarkId {
     criterion::BenchmarkId::new(benchmark, subject)
 }
 
+/// One allocate/deallocate pair of `layout` through a `GlobalAlloc`: the
+/// peers' (and the kmem facade's) timed step in every pair benchmark.
+#[inline]
+pub fn global_pair<G: std::alloc::GlobalAlloc + ?Sized>(g: &G, layout: std::alloc::Layout) {
+    // SAFETY: a plain allocate/deallocate pair with the same layout.
+    unsafe {
+        let p = g.alloc(layout);
+        g.dealloc(std::hint::black_box(p), layout);
+    }
+}
+
 /// Records one non-time figure, e.g. `record("slab", "waste 64", "kmem-slab",
 /// "waste", 3.1, "%")`. Without `KMEM_BENCH_EXTRA` (a plain `cargo bench`) the
 /// row is printed instead.
