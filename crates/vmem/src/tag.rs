@@ -159,10 +159,8 @@ struct Half([u64; 2]);
 /// is written, so that its first touch faults huge pages in (a table that
 /// grew may have moved, so the advice is given again for all of it).
 pub(crate) fn advise_huge<T, A: Allocator>(table: &Vec<T, A>) {
-    let bytes = table.capacity() * size_of::<T>();
-    if bytes >= kmem_sys::HUGE_PAGE {
-        kmem_sys::advise_huge_pages(table.as_ptr() as usize, bytes);
-    }
+    // A table holding no whole huge page makes no system call.
+    kmem_sys::advise_huge_pages(table.as_ptr() as usize, table.capacity() * size_of::<T>());
 }
 
 /// One bit per tag of the pool.
