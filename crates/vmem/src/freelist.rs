@@ -92,6 +92,26 @@ impl FreeLists {
         }
     }
 
+    /// The head slot of `list`, which must be below `NLISTS`. Every list
+    /// index reaching here comes from `list_of` or `first_nonempty`, both
+    /// below `NLISTS` (the tests above check the bounds); leaving out the
+    /// bounds check matters on the allocation path, which moves a segment
+    /// between lists nearly every time.
+    #[inline(always)]
+    fn head_slot(&mut self, list: usize) -> &mut u32 {
+        debug_assert!(list < NLISTS, "vmem: free list {list} out of range");
+        // SAFETY: `list < NLISTS`, the length of `heads` (see above).
+        unsafe { self.heads.get_unchecked_mut(list) }
+    }
+
+    /// The bitmap word holding `list`'s bit, under the same rule.
+    #[inline(always)]
+    fn word_slot(&mut self, list: usize) -> &mut u64 {
+        debug_assert!(list < NLISTS, "vmem: free list {list} out of range");
+        // SAFETY: `list < NLISTS` makes `list / 64 < WORDS`.
+        unsafe { self.words.get_unchecked_mut(list / 64) }
+    }
+
     /// The first non-empty list at or above `from`.
     #[inline]
     pub fn first_nonempty(&self, from: usize) -> Option<usize> {
@@ -113,7 +133,9 @@ impl FreeLists {
 
     #[inline]
     pub fn head(&self, list: usize) -> u32 {
-        self.heads[list]
+        debug_assert!(list < NLISTS, "vmem: free list {list} out of range");
+        // SAFETY: `list < NLISTS`, as for `head_slot`.
+        unsafe { *self.heads.get_unchecked(list) }
     }
 
     /// Files free tag `t` (size `q` quanta) at the head of its list.
@@ -126,7 +148,7 @@ impl FreeLists {
     /// [`list_of`] its size in quanta (callers that know it skip the sum).
     #[inline(always)]
     pub fn insert_on<A: Allocator + Clone>(&mut self, tags: &mut TagPool<A>, t: u32, list: usize) {
-        let old = self.heads[list];
+        let old = *self.head_slot(list);
         {
             let tag = tags.get_mut(t);
             debug_assert_eq!(tag.kind(), Kind::Free);
@@ -136,10 +158,10 @@ impl FreeLists {
         if old != NIL {
             tags.get_mut(old).lprev = t;
         } else {
-            self.words[list / 64] |= 1 << (list % 64);
+            *self.word_slot(list) |= 1 << (list % 64);
             self.summary |= 1 << (list / 64);
         }
-        self.heads[list] = t;
+        *self.head_slot(list) = t;
     }
 
     /// Unlinks free tag `t` (size `q` quanta) from its list.
@@ -169,12 +191,12 @@ impl FreeLists {
             tags.get_mut(prev).lnext = next;
         } else {
             debug_assert_eq!(self.heads[list], t);
-            self.heads[list] = next;
+            *self.head_slot(list) = next;
             if next == NIL {
-                let w = list / 64;
-                self.words[w] &= !(1 << (list % 64));
-                if self.words[w] == 0 {
-                    self.summary &= !(1 << w);
+                let word = self.word_slot(list);
+                *word &= !(1 << (list % 64));
+                if *word == 0 {
+                    self.summary &= !(1 << (list / 64));
                 }
             }
         }

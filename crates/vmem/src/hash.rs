@@ -83,14 +83,33 @@ impl<A: Allocator + Clone> BusyHash<A> {
 
     /// Starts loading `bucket` into the cache, so that an
     /// [`insert`](Self::insert) after other work does not wait for it.
+    /// The head slot of `bucket`, which must come from
+    /// [`bucket`](Self::bucket): the multiply-shift leaves `64 - shift`
+    /// bits, which index a table of `1 << (64 - shift)` buckets, so the
+    /// bounds check the compiler cannot drop is left out.
+    #[inline(always)]
+    fn slot(&mut self, bucket: usize) -> &mut u32 {
+        debug_assert!(bucket < self.buckets.len());
+        // SAFETY: `bucket < buckets.len()`, as said above.
+        unsafe { self.buckets.get_unchecked_mut(bucket) }
+    }
+
+    /// [`slot`](Self::slot) for reading.
+    #[inline(always)]
+    fn head(&self, bucket: usize) -> u32 {
+        debug_assert!(bucket < self.buckets.len());
+        // SAFETY: as for `slot`.
+        unsafe { *self.buckets.get_unchecked(bucket) }
+    }
+
     #[inline(always)]
     pub fn prefetch(&self, bucket: usize) {
         #[cfg(target_arch = "x86_64")]
         {
             use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let bucket = self.buckets[bucket..].as_ptr();
+            let bucket = self.buckets.as_ptr().wrapping_add(bucket);
             // SAFETY: a prefetch is only a hint and never faults; the
-            // pointer is in bounds of the table anyway.
+            // pointer is in bounds of the table anyway (see `slot`).
             unsafe { _mm_prefetch::<_MM_HINT_T0>(bucket.cast()) };
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -116,8 +135,8 @@ impl<A: Allocator + Clone> BusyHash<A> {
     #[inline]
     pub fn insert(&mut self, tags: &mut TagPool<A>, t: u32, b: usize) {
         debug_assert_eq!(b, self.bucket(tags.get(t).start));
-        tags.get_mut(t).lnext = self.buckets[b];
-        self.buckets[b] = t;
+        tags.get_mut(t).lnext = self.head(b);
+        *self.slot(b) = t;
         self.count += 1;
         if self.count >= self.grow_at {
             self.resize(tags, self.buckets.len() * 2);
@@ -129,7 +148,7 @@ impl<A: Allocator + Clone> BusyHash<A> {
     pub fn find(&self, tags: &TagPool<A>, addr: usize) -> Option<(Link, u32)> {
         let bucket = self.bucket(addr);
         let mut prev = NIL;
-        let mut t = self.buckets[bucket];
+        let mut t = self.head(bucket);
         while t != NIL {
             let tag = tags.get(t);
             if tag.start == addr {
@@ -148,7 +167,7 @@ impl<A: Allocator + Clone> BusyHash<A> {
         let next = tags.get(t).lnext;
         let Link { bucket, prev } = at;
         if prev == NIL {
-            self.buckets[bucket] = next;
+            *self.slot(bucket) = next;
         } else {
             tags.get_mut(prev).lnext = next;
         }

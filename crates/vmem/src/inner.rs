@@ -200,7 +200,7 @@ where
     /// takes the shared path, which reports errors and runs the slow steps
     /// (import, quantum-cache drain, reclaim). Those call back into the
     /// core through other pointers, so they must not run under this borrow.
-    #[inline]
+    #[inline(always)]
     pub fn try_alloc_mut(
         &mut self,
         size: usize,
@@ -371,7 +371,7 @@ where
     /// [`try_alloc_mut`](Self::try_alloc_mut); no waiter can exist to wake,
     /// and nothing it calls reaches this core through another pointer (a
     /// released span goes to the source, another arena or callback).
-    #[inline]
+    #[inline(always)]
     pub fn xfree_mut(&mut self, addr: usize, size: usize) -> Result<(), VmemError> {
         let rounded = self.round(size).map_err(|_| self.bad_free(addr, size))?;
         let released = self.arena.get_mut().free_counted(addr, rounded, size)?;

@@ -265,7 +265,7 @@ where
     /// # Errors
     ///
     /// As [`alloc`](Self::alloc).
-    #[inline]
+    #[inline(always)]
     pub fn alloc_mut(&mut self, size: usize, policy: Policy) -> Result<usize, VmemError> {
         if let Some(x) = self.qcache_alloc(size) {
             return Ok(x);
@@ -318,7 +318,7 @@ where
     /// # Errors
     ///
     /// As [`xfree`](Self::xfree).
-    #[inline]
+    #[inline(always)]
     pub fn xfree_mut(&mut self, addr: usize, size: usize) -> Result<(), VmemError> {
         match self.core_mut() {
             Some(core) => core.xfree_mut(addr, size),
