@@ -460,7 +460,7 @@ where
             qcache_cached: qc.cached_bytes,
             tags: g.tags.capacity(),
             hash_buckets: g.hash.buckets(),
-            metadata_bytes: g.metadata_bytes() + qc.metadata_bytes,
+            metadata_bytes: size_of::<Self>() + g.metadata_bytes() + qc.metadata_bytes,
         }
     }
 }

@@ -96,7 +96,9 @@ pub struct VmemStats {
     pub tags: usize,
     /// See `tags`.
     pub hash_buckets: usize,
-    /// Bytes of arena metadata: tags, hash table, quantum caches.
+    /// Bytes of arena metadata: the arena's own structure (free-list
+    /// heads and their bitmap, counters, lock), its tags, hash table and
+    /// quantum-cache magazines.
     pub metadata_bytes: usize,
 }
 

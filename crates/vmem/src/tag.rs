@@ -38,8 +38,9 @@ use allocator_api2::vec::Vec;
 const INDEX_BITS: u32 = 29;
 /// The null link.
 pub(crate) const NIL: u32 = (1 << INDEX_BITS) - 1;
-/// The fewest tags the pool grows by (8 KiB).
-const CHUNK: usize = 256;
+/// The fewest tags the pool grows by (1 KiB): small arenas, an ID
+/// allocator say, stay small; large ones grow by an eighth at a time.
+const CHUNK: usize = 32;
 
 /// What a tag describes (the seed's `BT_TYPE_*`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -483,7 +484,7 @@ mod tests {
         let mut taken = std::vec::Vec::new();
         // Past 65 536 tags the array moves to fresh buffers (the huge-page
         // path): both ways of growing must keep every tag.
-        for round in 0..60usize {
+        for round in 0..70usize {
             p.reserve(p.n_unused() + 1).unwrap();
             for k in 0..p.n_unused() {
                 let i = p.take(Kind::Busy, round * 1000 + k, k + 1);

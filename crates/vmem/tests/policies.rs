@@ -335,3 +335,16 @@ fn metadata_stays_small_per_segment() {
     let per = s.metadata_bytes / n;
     assert!(per <= 64, "{per} bytes per segment");
 }
+
+#[test]
+fn a_small_arena_stays_small() {
+    // An ID allocator with a handful of IDs out: the arena's own structure
+    // and one small tag chunk, not kilobytes of spare tags.
+    let a = arena(0, 1 << 20, 16);
+    for _ in 0..10 {
+        a.alloc(16, Policy::InstantFit).unwrap();
+    }
+    let s = a.stats();
+    assert!(s.tags <= 64, "{} tags for 10 segments", s.tags);
+    assert!(s.metadata_bytes <= 4096, "{} bytes", s.metadata_bytes);
+}
