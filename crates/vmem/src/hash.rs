@@ -81,8 +81,6 @@ impl<A: Allocator + Clone> BusyHash<A> {
         (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
     }
 
-    /// Starts loading `bucket` into the cache, so that an
-    /// [`insert`](Self::insert) after other work does not wait for it.
     /// The head slot of `bucket`, which must come from
     /// [`bucket`](Self::bucket): the multiply-shift leaves `64 - shift`
     /// bits, which index a table of `1 << (64 - shift)` buckets, so the
@@ -102,6 +100,8 @@ impl<A: Allocator + Clone> BusyHash<A> {
         unsafe { *self.buckets.get_unchecked(bucket) }
     }
 
+    /// Starts loading `bucket` into the cache, so that an
+    /// [`insert`](Self::insert) after other work does not wait for it.
     #[inline(always)]
     pub fn prefetch(&self, bucket: usize) {
         #[cfg(target_arch = "x86_64")]
