@@ -94,7 +94,7 @@ impl FreeLists {
 
     /// The head slot of `list`, which must be below `NLISTS`. Every list
     /// index reaching here comes from `list_of` or `first_nonempty`, both
-    /// below `NLISTS` (the tests above check the bounds); leaving out the
+    /// below `NLISTS` (this file's tests check the bounds); leaving out the
     /// bounds check matters on the allocation path, which moves a segment
     /// between lists nearly every time.
     #[inline(always)]

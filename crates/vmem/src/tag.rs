@@ -12,9 +12,10 @@
 //! free segments and which are imported spans. Freeing a segment must know
 //! whether its neighbours are free, and, in an arena that imports, whether
 //! the merged segment follows an imported span's tag; most frees merge
-//! with neither neighbour and fill no span. Asking the bitmaps, an eighth of a byte per
-//! tag each and so in the core's own cache at a million segments, leaves
-//! the neighbours' tags alone, two likely cache misses a free otherwise.
+//! with neither neighbour and fill no span. Asking the bitmaps, an eighth
+//! of a byte per tag each and so in the core's own cache at a million
+//! segments, leaves the neighbours' tags alone, two likely cache misses a
+//! free otherwise.
 //! An arena that imports nothing never touches the span bitmap.
 //!
 //! Every tag starts on a 32-byte boundary, so a tag is half a cache line and
