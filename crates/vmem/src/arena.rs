@@ -20,8 +20,8 @@ pub(crate) const TAGS_PER_OP: usize = 4;
 /// A free segment chosen for a request: its tag, the address the request
 /// gets in it, and the free list it is on. The search found it on that
 /// list, so [`Arena::clip`] need not work the list out again from the size
-/// (a data-dependent branch in [`list_of`], mispredicted about one time in
-/// three on the random workload).
+/// ([`list_of`]: a table load on the allocation's critical path, or bit
+/// arithmetic behind a data-dependent branch).
 struct Fit {
     tag: u32,
     at: usize,

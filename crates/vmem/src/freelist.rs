@@ -46,16 +46,50 @@ pub(crate) const NLISTS: usize = EXACT + (usize::BITS - FIRST_BIT) as usize * SU
 /// Bitmap words.
 const WORDS: usize = NLISTS.div_ceil(64);
 
-/// The list a free segment of `q` quanta is filed on.
-#[inline]
-pub(crate) fn list_of(q: usize) -> usize {
-    debug_assert!(q > 0);
+/// Sizes below this many quanta find their list in [`SMALL_LISTS`].
+const SMALL: usize = 256;
+
+/// `list_of(q)` for every `q < SMALL` (entry 0 unused), worked out at
+/// compile time: 512 bytes shared by every arena.
+const _: () = assert!(NLISTS <= u16::MAX as usize);
+static SMALL_LISTS: [u16; SMALL] = {
+    let mut table = [0; SMALL];
+    let mut q = 1;
+    while q < SMALL {
+        table[q] = list_by_bits(q) as u16;
+        q += 1;
+    }
+    table
+};
+
+/// The list of `q` quanta from its bits: `q - 1` on the exact lists, else
+/// the class of its highest bit and the sub-list of the next ones.
+const fn list_by_bits(q: usize) -> usize {
     if q <= EXACT {
         q - 1
     } else {
         let b = usize::BITS - 1 - q.leading_zeros();
         let sub = (q >> (b - SUB_BITS)) & (SUBS - 1);
         EXACT + (b - FIRST_BIT) as usize * SUBS + sub
+    }
+}
+
+/// The list a free segment of `q` quanta is filed on.
+///
+/// Below [`SMALL`] quanta it is one load from a table. Working it out from
+/// the bits needs a branch between the exact lists and the classes, and a
+/// free segment's size is data: on the random workload (segments of 1 to a
+/// few hundred quanta) that branch went the other way about one time in
+/// three, and the table made a pair 5% faster at 10 live segments. A
+/// branch-free select of both answers was slower still: it puts the longer
+/// class arithmetic on every call's critical path.
+#[inline]
+pub(crate) fn list_of(q: usize) -> usize {
+    debug_assert!(q > 0);
+    if q < SMALL {
+        SMALL_LISTS[q] as usize
+    } else {
+        list_by_bits(q)
     }
 }
 
@@ -241,6 +275,9 @@ mod tests {
             assert_eq!(list_of(list_min(i)), i);
         }
         assert_eq!(list_of(usize::MAX), NLISTS - 1);
+        for q in 1..2 * SMALL {
+            assert_eq!(list_of(q), list_by_bits(q), "q {q}: table and bits agree");
+        }
         assert_eq!(list_of(32), 31);
         assert_eq!(list_of(33), 32);
         assert_eq!(list_of(63), 62);
