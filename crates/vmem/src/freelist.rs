@@ -12,6 +12,9 @@
 //!   [`SUBS`] sub-lists by the next bits of the size (TLSF's second level),
 //!   so a sub-list spans an eighth of its class.
 //!
+//! [`list_of`] reads the list of a size below 256 quanta from a table built
+//! at compile time, and works larger ones out from their bits.
+//!
 //! Lists are in size order, and every seed class is a run of consecutive
 //! lists. Instant fit applies the seed's rule ("the first list whose every
 //! member fits") to these finer lists: it starts at [`instant_list`] — the
