@@ -52,9 +52,11 @@ const WORDS: usize = NLISTS.div_ceil(64);
 /// Sizes below this many quanta find their list in [`SMALL_LISTS`].
 const SMALL: usize = 256;
 
+// Every list index fits the table's entries.
+const _: () = assert!(NLISTS <= u16::MAX as usize);
+
 /// `list_of(q)` for every `q < SMALL` (entry 0 unused), worked out at
 /// compile time: 512 bytes shared by every arena.
-const _: () = assert!(NLISTS <= u16::MAX as usize);
 static SMALL_LISTS: [u16; SMALL] = {
     let mut table = [0; SMALL];
     let mut q = 1;
@@ -84,8 +86,8 @@ const fn list_by_bits(q: usize) -> usize {
 /// free segment's size is data: on the random workload (segments of 1 to a
 /// few hundred quanta) that branch went the other way about one time in
 /// three, and the table made a pair 5% faster at 10 live segments. A
-/// branch-free select of both answers was slower still: it puts the longer
-/// class arithmetic on every call's critical path.
+/// branch-free select of both answers was slower than the branch: it puts
+/// the longer class arithmetic on every call's critical path.
 #[inline]
 pub(crate) fn list_of(q: usize) -> usize {
     debug_assert!(q > 0);
