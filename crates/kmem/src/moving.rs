@@ -3,11 +3,11 @@
 //! and the desperate `kmem_cache_defrag` of illumos.
 //!
 //! A cache with a move callback owns a [`Consolidator`] whose thread scans
-//! the cache's keg every [`SCAN_INTERVAL`](kmem_move::SCAN_INTERVAL) and
-//! moves objects off its least-used slabs; [`Cache::defragment`] does a
-//! desperate pass on the caller's thread. The consolidator reaches the
-//! cache through [`CacheClient`]: the keg, the constructor and destructor,
-//! and the depot for hunting (`kmem_hunt_mags`).
+//! the cache's keg every [`SCAN_INTERVAL`] and moves objects off its
+//! least-used slabs; [`Cache::defragment`] does a desperate pass on the
+//! caller's thread. The consolidator reaches the cache through
+//! [`CacheClient`]: the keg, the constructor and destructor, and the depot
+//! for hunting (`kmem_hunt_mags`).
 //!
 //! Hunting reaches the depot's full magazines and the consolidator
 //! thread's own magazines (the swap buffer it allocates first may be the

@@ -355,7 +355,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`free`](Self::free).
+    /// As [`Vmem::free`](crate::Vmem::free).
     #[inline]
     pub fn xfree(&self, addr: usize, size: usize) -> Result<(), VmemError> {
         let rounded = self.round(size).map_err(|_| self.bad_free(addr, size))?;
