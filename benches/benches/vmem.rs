@@ -9,7 +9,10 @@
 //!   all through `&mut self` (`alloc_mut`, `xfree_mut`: no lock) like the
 //!   peers; `kmem-vmem instant &self` (through `&self`, taking the lock),
 //!   `vmem 1.0` (best fit: its instant fit fails on this workload),
-//!   `range-alloc` and `offset-allocator`. Allocation failures are recorded
+//!   `range-alloc` and `offset-allocator`; and `offset-allocator by
+//!   address`, offset-allocator behind a hashbrown map from offset to
+//!   handle, which frees by address as vmem does (not a goal peer: it
+//!   shows what the lookup by address costs). Allocation failures are recorded
 //!   as `failures` rows (a failed slot stays empty until picked again), and
 //!   kmem-vmem's metadata bytes per live segment as `metadata` rows.
 //!   At each N, kmem-vmem instant fit and the two fastest peers are also
@@ -60,6 +63,7 @@ struct Workload<S: Subject> {
 const _: () = {
     assert!(size_of::<Option<(usize, NonZeroUsize)>>() == 16);
     assert!(size_of::<Option<(u64, NonZeroUsize)>>() == 16);
+    assert!(size_of::<Option<(u32, NonZeroUsize)>>() == 16);
     assert!(size_of::<Option<(offset_allocator::Allocation<u32>, NonZeroUsize)>>() == 16);
 };
 
@@ -251,6 +255,32 @@ impl Subject for OffsetAlloc {
     }
 }
 
+/// offset-allocator behind a map from offset to its `Allocation`: the free
+/// by address that vmem (and range-alloc) offer, built on offset-allocator
+/// the way a user would, with hashbrown. Not a peer the goal is measured
+/// against; beside offset-allocator it shows what finding a segment by its
+/// address costs an allocator whose free is given a handle.
+struct OffsetAllocByAddress {
+    oa: offset_allocator::Allocator<u32>,
+    map: hashbrown::HashMap<u32, offset_allocator::Allocation<u32>>,
+}
+
+impl Subject for OffsetAllocByAddress {
+    type Handle = u32;
+    fn alloc(&mut self, quanta: usize) -> Option<u32> {
+        let a = self.oa.allocate(quanta as u32)?;
+        self.map.insert(a.offset, a);
+        Some(a.offset)
+    }
+    fn free(&mut self, h: u32, _quanta: usize) {
+        let a = self
+            .map
+            .remove(&h)
+            .expect("offset-allocator: a live offset");
+        self.oa.free(a);
+    }
+}
+
 fn run<S: Subject>(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     n: usize,
@@ -334,6 +364,11 @@ fn random(c: &mut Criterion) {
         };
         let ra = || RangeAlloc(range_alloc::RangeAllocator::new(0..u64::from(cap)));
         run(&mut g, n, "offset-allocator", oa());
+        let by_address = OffsetAllocByAddress {
+            oa: oa().0,
+            map: hashbrown::HashMap::with_capacity(n),
+        };
+        run(&mut g, n, "offset-allocator by address", by_address);
         let mut fastest = vec![
             timed(
                 "kmem-vmem instant",
