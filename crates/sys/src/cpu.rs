@@ -7,7 +7,9 @@
 //! rseq disabled with `GLIBC_TUNABLES=glibc.pthread.rseq=0`, a thread the
 //! kernel has not registered — it comes from `sched_getcpu`. Where the OS has
 //! no such call, or it fails, each thread gets a stable slot instead: a number
-//! handed out once per thread, taken modulo the CPU count. Either way the
+//! handed out once per thread, taken modulo the CPU count. Under Miri, which
+//! runs no foreign code, the slot is the answer too, so code that indexes
+//! per-CPU state can be checked there. Either way the
 //! answer is only a hint — the thread may migrate right after — so callers
 //! index per-CPU state with it and then own or lock that state.
 
@@ -58,7 +60,8 @@ fn query_cpu_count() -> usize {
 pub fn current_cpu() -> usize {
     #[cfg(all(
         target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        not(miri)
     ))]
     if let Some(id) = crate::rseq::cpu_id() {
         let id = id as usize;
@@ -78,7 +81,8 @@ pub fn current_cpu() -> usize {
 /// as `u32`).
 #[cfg(all(
     target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    not(miri)
 ))]
 #[cold]
 #[inline(never)]
@@ -93,7 +97,7 @@ fn unusual_cpu_id(id: usize) -> usize {
 /// `current_cpu` without rseq: `sched_getcpu` on Linux, else the thread slot.
 #[inline]
 pub(crate) fn fallback_cpu() -> usize {
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(miri)))]
     {
         // SAFETY: sched_getcpu has no preconditions; it returns -1 on failure.
         let cpu = unsafe { libc::sched_getcpu() };

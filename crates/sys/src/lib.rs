@@ -67,7 +67,8 @@ mod percpu;
 mod reserve;
 #[cfg(all(
     target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    not(miri)
 ))]
 mod rseq;
 mod source;

@@ -484,8 +484,10 @@ mod tests {
         let mut p = TagPool::new(Global);
         let mut taken = std::vec::Vec::new();
         // Past 65 536 tags the array moves to fresh buffers (the huge-page
-        // path): both ways of growing must keep every tag.
-        for round in 0..70usize {
+        // path): both ways of growing must keep every tag. Miri, too slow
+        // for that many, checks the in-place growths and their re-alignment.
+        let rounds = if cfg!(miri) { 12 } else { 70 };
+        for round in 0..rounds {
             p.reserve(p.n_unused() + 1).unwrap();
             for k in 0..p.n_unused() {
                 let i = p.take(Kind::Busy, round * 1000 + k, k + 1);
@@ -493,7 +495,9 @@ mod tests {
             }
             assert_eq!(p.get(0) as *const Tag as usize % 32, 0);
         }
-        assert!(p.capacity() * size_of::<Tag>() > 2 * kmem_sys::HUGE_PAGE);
+        if !cfg!(miri) {
+            assert!(p.capacity() * size_of::<Tag>() > 2 * kmem_sys::HUGE_PAGE);
+        }
         for &(i, start, size) in &taken {
             let t = p.get(i);
             assert_eq!((t.start, t.size, t.kind()), (start, size, Kind::Busy));

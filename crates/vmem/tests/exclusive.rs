@@ -21,6 +21,7 @@ impl Rng {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of random steps: minutes under Miri")]
 fn exclusive_and_shared_calls_place_every_segment_alike() {
     let build = || {
         Vmem::builder("twin")

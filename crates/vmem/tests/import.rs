@@ -287,6 +287,7 @@ fn dropping_a_child_returns_its_spans() {
 /// span): every step keeps every invariant, spans are released when wholly
 /// free, and freeing everything returns every span to the source.
 #[test]
+#[cfg_attr(miri, ignore = "thousands of random steps: minutes under Miri")]
 fn random_imports_and_releases_keep_every_invariant() {
     for seed in 1..13u64 {
         let spans: Arc<Mutex<BTreeMap<usize, usize>>> = Arc::default();
@@ -470,11 +471,19 @@ fn refused_tag_growth_is_clean(tags: usize) {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "grows the tag pool to thousands of tags: minutes under Miri"
+)]
 fn a_refused_tag_growth_after_the_bitmap_grew_is_clean() {
     refused_tag_growth_is_clean(3_000);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "grows the tag pool past a huge page: far too slow under Miri"
+)]
 fn a_refused_tag_growth_on_the_huge_page_path_is_clean() {
     // Past 65 536 tags (2 MiB) the array moves to a fresh buffer.
     refused_tag_growth_is_clean(70_000);

@@ -112,6 +112,10 @@ fn dropping_an_arena_with_cached_segments_returns_everything() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "threads hammering for thousands of rounds: far too slow under Miri"
+)]
 fn threads_hammer_a_child_with_quantum_caches_and_a_parent() {
     for mode in MODES {
         hammer(mode);
