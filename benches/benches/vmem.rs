@@ -12,9 +12,10 @@
 //!   `range-alloc` and `offset-allocator`; and `offset-allocator by
 //!   address`, offset-allocator behind a hashbrown map from offset to
 //!   handle, which frees by address as vmem does (not a goal peer: it
-//!   shows what the lookup by address costs). Allocation failures are recorded
-//!   as `failures` rows (a failed slot stays empty until picked again), and
-//!   kmem-vmem's metadata bytes per live segment as `metadata` rows.
+//!   shows what the lookup by address costs). Allocation failures are
+//!   recorded as `failures` rows (a failed slot stays empty until picked
+//!   again), and kmem-vmem's metadata bytes per live segment as
+//!   `metadata` rows.
 //!   At each N, kmem-vmem instant fit and the two fastest peers are also
 //!   timed in interleaved rounds (`kmem_benches::interleaved`): `best of
 //!   interleaved` rows.

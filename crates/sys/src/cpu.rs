@@ -9,9 +9,9 @@
 //! no such call, or it fails, each thread gets a stable slot instead: a number
 //! handed out once per thread, taken modulo the CPU count. Under Miri, which
 //! runs no foreign code, the slot is the answer too, so code that indexes
-//! per-CPU state can be checked there. Either way the
-//! answer is only a hint — the thread may migrate right after — so callers
-//! index per-CPU state with it and then own or lock that state.
+//! per-CPU state can be checked there. Either way the answer is only a hint
+//! — the thread may migrate right after — so callers index per-CPU state
+//! with it and then own or lock that state.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -324,10 +324,7 @@ fn builder_refuses_bad_settings() {
 }
 
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "fills arenas with up to a million segments: far too slow under Miri"
-)]
+#[cfg_attr(miri, ignore = "100 000 segments: far too slow under Miri")]
 fn metadata_stays_small_per_segment() {
     let a = arena(0, 1 << 30, 16);
     let n = 100_000;
