@@ -267,21 +267,30 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
         st: &mut State<A>,
         mut slab: NonNull<Slab>,
     ) -> Result<NonNull<u8>, SlabError> {
-        // SAFETY: `slab` is a live header of this keg, under the keg lock.
-        let s = unsafe { slab.as_mut() };
-        let p = s
-            .pop(&self.layout)
-            .map_err(|link| self.corrupt_link(s, link))?;
+        // The header is reached through `slab` afresh after each list call:
+        // those write to it through `slab` too, which ends any reference
+        // made before them.
+        let p = {
+            // SAFETY: `slab` is a live header of this keg, under the keg lock.
+            let s = unsafe { slab.as_mut() };
+            s.pop(&self.layout)
+                .map_err(|link| self.corrupt_link(s, link))?
+        };
         // SAFETY: the slab is on list `bin`, which still holds the old count.
         unsafe { st.bins.remove(slab) };
-        let was = s.bin as usize;
-        s.bin = s.inuse;
+        let (was, full) = {
+            // SAFETY: as above.
+            let s = unsafe { slab.as_mut() };
+            let was = s.bin as usize;
+            s.bin = s.inuse;
+            (was, s.inuse == s.chunks)
+        };
         // SAFETY: now on no list.
         unsafe { st.bins.push(slab) };
         if was == 0 {
             st.empty -= 1;
         }
-        if s.inuse == s.chunks {
+        if full {
             st.full += 1;
         }
         st.in_use += 1;
@@ -310,21 +319,28 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
         let addr = ptr.as_ptr() as usize;
         // SAFETY: the caller's contract is passed on.
         let mut slab = unsafe { self.slab_for_free(st, addr) }?;
+        // As in `take_from`, the header is reached afresh after each list
+        // call.
         // SAFETY: a live header of this keg, under the keg lock.
-        let s = unsafe { slab.as_mut() };
-        let i = s
+        let i = unsafe { slab.as_ref() }
             .allocated_index(addr, self.layout.chunk_size)
             .map_err(|e| self.bad_buf(e, addr))?;
         // SAFETY: the slab is on list `bin`.
         unsafe { st.bins.remove(slab) };
-        if s.inuse == s.chunks {
-            st.full -= 1;
-        }
-        s.push(ptr, i, &self.layout);
-        s.bin = s.inuse;
+        let (was_full, empty) = {
+            // SAFETY: as above.
+            let s = unsafe { slab.as_mut() };
+            let was_full = s.inuse == s.chunks;
+            s.push(ptr, i, &self.layout);
+            s.bin = s.inuse;
+            (was_full, s.inuse == 0)
+        };
         // SAFETY: now on no list.
         unsafe { st.bins.push(slab) };
-        if s.inuse == 0 {
+        if was_full {
+            st.full -= 1;
+        }
+        if empty {
             st.empty += 1;
         }
         st.in_use -= 1;

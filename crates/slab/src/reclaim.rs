@@ -25,17 +25,18 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
         while let Some(mut slab) = p {
             // SAFETY: list members are live headers of this keg; the lock is
             // held. The next link is read before the slab leaves the list.
-            let s = unsafe { slab.as_mut() };
-            p = s.next;
-            if s.pins > 0 {
+            let (next, pins) = unsafe { (slab.as_ref().next, slab.as_ref().pins) };
+            p = next;
+            if pins > 0 {
                 continue;
             }
-            // SAFETY: the slab is on list 0 and in the hash.
+            // SAFETY: the slab is on list 0 and in the hash; once off both,
+            // only this loop reaches it.
             unsafe {
                 st.bins.remove(slab);
                 st.hash.remove(slab);
+                slab.as_mut().next = batch;
             }
-            s.next = batch;
             batch = Some(slab);
             n += 1;
         }

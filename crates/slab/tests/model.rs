@@ -165,6 +165,7 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "hundreds of random sequences: minutes under Miri")]
 fn random_sequences_match_the_model() {
     // A replayable xorshift stream feeds `arbitrary`.
     let mut x = 0x2545_f491_4f6c_dd1du64;

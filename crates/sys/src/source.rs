@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::SysError;
 use crate::page::{is_page_aligned, page_size};
-use crate::reserve::{map_aligned, unmap};
 
 /// A supplier of page-aligned, readable and writable memory in whole pages.
 ///
@@ -77,7 +76,9 @@ unsafe impl<S: PageSource + ?Sized> PageSource for Arc<S> {
 /// Pages straight from the OS: one anonymous `mmap` per allocation (over-mapped
 /// and trimmed when more than page alignment is asked), `munmap` on free.
 /// Fresh pages are zero, so [`alloc_pages_zeroed`](PageSource::alloc_pages_zeroed)
-/// costs nothing extra.
+/// costs nothing extra. Under Miri, which cannot make or trim such mappings,
+/// the same calls take zeroed memory from the global allocator instead, so
+/// that code built on this source can be checked there.
 ///
 /// It counts what it has handed out, which tests use to prove that everything
 /// came back.
@@ -148,6 +149,59 @@ impl OsPages {
                 size: new,
             });
         }
+        // SAFETY: the caller's promise: `ptr` is one whole allocation of
+        // `old` bytes of ours, with at most page alignment.
+        let q = unsafe { pages::remap(ptr, old, new)? };
+        if new > old {
+            self.in_use.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            self.in_use.fetch_sub(old - new, Ordering::Relaxed);
+        }
+        Ok(q)
+    }
+}
+
+/// Where [`OsPages`] gets its memory: anonymous mappings from the kernel
+/// (`mmap`, `munmap`, `mremap`).
+#[cfg(not(miri))]
+mod pages {
+    use core::ptr::NonNull;
+
+    use crate::error::SysError;
+    use crate::reserve::{map_aligned, unmap as unmap_range};
+
+    /// `size` fresh zeroed bytes at a multiple of `align` (at least a page).
+    pub(super) fn map(size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
+        map_aligned(
+            size,
+            align,
+            libc::PROT_READ | libc::PROT_WRITE,
+            "alloc_pages",
+        )
+    }
+
+    /// # Safety
+    ///
+    /// `ptr` and `size` are one live range from [`map`]; nothing uses it
+    /// afterwards.
+    pub(super) unsafe fn unmap(
+        ptr: NonNull<u8>,
+        size: usize,
+        _align: usize,
+    ) -> Result<(), SysError> {
+        // SAFETY: the caller's promise.
+        unsafe { unmap_range(ptr.as_ptr() as usize, size, "free_pages") }
+    }
+
+    /// # Safety
+    ///
+    /// `ptr` is one live range of `old` bytes from [`map`] with at most page
+    /// alignment; on success it is replaced by the result.
+    pub(super) unsafe fn remap(
+        ptr: NonNull<u8>,
+        old: usize,
+        new: usize,
+    ) -> Result<NonNull<u8>, SysError> {
         // SAFETY: the caller's promise: `[ptr, ptr + old)` is one whole
         // mapping of ours, which MAYMOVE may move.
         let q = unsafe { libc::mremap(ptr.as_ptr().cast(), old, new, libc::MREMAP_MAYMOVE) };
@@ -158,15 +212,73 @@ impl OsPages {
                 new,
             ));
         }
-        if new > old {
-            self.in_use.fetch_add(new - old, Ordering::Relaxed);
-        } else {
-            self.in_use.fetch_sub(old - new, Ordering::Relaxed);
-        }
         NonNull::new(q.cast::<u8>()).ok_or(SysError::InvalidSize {
             op: "resize_pages",
             size: new,
         })
+    }
+}
+
+/// Where [`OsPages`] gets its memory under Miri, which can neither make our
+/// mappings nor trim them: the global allocator, with the same sizes and
+/// alignments, so that the crates above run their tests under Miri.
+#[cfg(miri)]
+mod pages {
+    use core::ptr::NonNull;
+    use std::alloc::{Layout, alloc_zeroed, dealloc};
+    use std::io;
+
+    use crate::error::SysError;
+    use crate::page::page_size;
+
+    fn layout(op: &'static str, size: usize, align: usize) -> Result<Layout, SysError> {
+        Layout::from_size_align(size, align).map_err(|_| SysError::InvalidSize { op, size })
+    }
+
+    fn get(op: &'static str, layout: Layout) -> Result<NonNull<u8>, SysError> {
+        // SAFETY: `layout` has a non-zero size (callers check it).
+        NonNull::new(unsafe { alloc_zeroed(layout) }).ok_or(SysError::Os {
+            op,
+            addr: 0,
+            len: layout.size(),
+            source: io::ErrorKind::OutOfMemory.into(),
+        })
+    }
+
+    pub(super) fn map(size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
+        get("alloc_pages", layout("alloc_pages", size, align)?)
+    }
+
+    /// # Safety
+    ///
+    /// `ptr`, `size` and `align` are those of one live range from [`map`].
+    pub(super) unsafe fn unmap(
+        ptr: NonNull<u8>,
+        size: usize,
+        align: usize,
+    ) -> Result<(), SysError> {
+        let layout = layout("free_pages", size, align)?;
+        // SAFETY: the caller's promise: allocated with this layout.
+        unsafe { dealloc(ptr.as_ptr(), layout) };
+        Ok(())
+    }
+
+    /// # Safety
+    ///
+    /// `ptr` is one live range of `old` bytes from [`map`] with page
+    /// alignment; on success it is replaced by the result.
+    pub(super) unsafe fn remap(
+        ptr: NonNull<u8>,
+        old: usize,
+        new: usize,
+    ) -> Result<NonNull<u8>, SysError> {
+        let q = get("resize_pages", layout("resize_pages", new, page_size())?)?;
+        // SAFETY: both ranges are live and distinct; the copy stays within
+        // the smaller one.
+        unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), q.as_ptr(), old.min(new)) };
+        // SAFETY: the caller's promise, as in `unmap`.
+        unsafe { unmap(ptr, old, page_size())? };
+        Ok(q)
     }
 }
 
@@ -186,12 +298,7 @@ unsafe impl PageSource for OsPages {
                 align,
             });
         }
-        let p = map_aligned(
-            size,
-            align.max(page_size()),
-            libc::PROT_READ | libc::PROT_WRITE,
-            "alloc_pages",
-        )?;
+        let p = pages::map(size, align.max(page_size()))?;
         self.in_use.fetch_add(size, Ordering::Relaxed);
         self.allocs.fetch_add(1, Ordering::Relaxed);
         Ok(p)
@@ -202,9 +309,10 @@ unsafe impl PageSource for OsPages {
         self.alloc_pages(size, align)
     }
 
-    unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, _align: usize) {
-        // SAFETY: the caller passes back exactly one live allocation of ours.
-        let r = unsafe { unmap(ptr.as_ptr() as usize, size, "free_pages") };
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, align: usize) {
+        // SAFETY: the caller passes back exactly one live allocation of ours,
+        // made with this size and alignment.
+        let r = unsafe { pages::unmap(ptr, size, align.max(page_size())) };
         if let Err(e) = r {
             // munmap of a range we mapped can only fail if the contract was
             // broken; carrying on would leak or corrupt silently.
