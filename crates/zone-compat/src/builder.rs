@@ -181,10 +181,14 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Zone
             len: bytes,
         });
         let mut pool = z.pool.lock();
+        // One pointer for every item: each `as_mut_ptr` call reborrows all
+        // of `mem` and would end the pointers taken before it, which the
+        // free list already holds as links.
+        let base = mem.as_mut_ptr();
         for i in 0..nitems {
             // SAFETY: item i lies inside `mem`, which the zone now owns for
             // good; it is word-aligned and holds two words.
-            unsafe { pool.items.push(mem.as_mut_ptr().add(i * size)) };
+            unsafe { pool.items.push(base.add(i * size)) };
         }
         pool.total = nitems;
         pool.zmax = nitems;
