@@ -3,6 +3,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::sync::atomic::AtomicPtr;
 
 use kmem_sys::{OsPages, page_size};
 use kmem_zone_compat::compat::{self, ZONE_DESTROYABLE, ZONE_INTERRUPT, ZONE_NONE};
@@ -94,7 +95,14 @@ fn panicfail_zone_panics_with_its_name() {
 }
 
 fn boot_memory(bytes: usize) -> &'static mut [u8] {
+    /// Boot memory is never given back, as a kernel's is not. Keeping a
+    /// pointer to it in a static says so to Miri, which would otherwise
+    /// report it leaked.
+    static KEPT: std::sync::Mutex<Vec<AtomicPtr<usize>>> = std::sync::Mutex::new(Vec::new());
     let words: &'static mut [usize] = Vec::leak(vec![0usize; bytes / size_of::<usize>()]);
+    KEPT.lock()
+        .unwrap()
+        .push(AtomicPtr::new(words.as_mut_ptr()));
     // SAFETY: the leaked words are ours for good; u8 has no alignment needs.
     unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), bytes) }
 }
