@@ -88,6 +88,29 @@ impl<A: Allocator> Bins<A> {
         }
     }
 
+    /// Moves `slab`, whose use count just changed, from the list of its
+    /// old count (`slab.bin`) to the list of its new one, and returns the
+    /// old count and the new.
+    ///
+    /// # Safety
+    /// As for [`remove`](Self::remove), and no reference to the header is
+    /// live: `remove` and `push` write to it through `slab`.
+    #[inline]
+    pub unsafe fn refile(&mut self, mut slab: NonNull<Slab>) -> (u32, u32) {
+        // SAFETY: the caller's promise.
+        unsafe { self.remove(slab) };
+        let counts = {
+            // SAFETY: as above; `remove` is done with the header.
+            let s = unsafe { slab.as_mut() };
+            let was = s.bin;
+            s.bin = s.inuse;
+            (was, s.inuse)
+        };
+        // SAFETY: now on no list.
+        unsafe { self.push(slab) };
+        counts
+    }
+
     /// The highest non-empty list below `limit`: the most-used slab that
     /// still has a free buffer when `limit` is the chunk count.
     #[inline]

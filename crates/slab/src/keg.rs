@@ -267,30 +267,22 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
         st: &mut State<A>,
         mut slab: NonNull<Slab>,
     ) -> Result<NonNull<u8>, SlabError> {
-        // The header is reached through `slab` afresh after each list call:
-        // those write to it through `slab` too, which ends any reference
-        // made before them.
-        let p = {
+        // No reference to the header outlives this block: `refile` writes
+        // to it through `slab`.
+        let (p, chunks) = {
             // SAFETY: `slab` is a live header of this keg, under the keg lock.
             let s = unsafe { slab.as_mut() };
-            s.pop(&self.layout)
-                .map_err(|link| self.corrupt_link(s, link))?
+            let p = s
+                .pop(&self.layout)
+                .map_err(|link| self.corrupt_link(s, link))?;
+            (p, s.chunks)
         };
         // SAFETY: the slab is on list `bin`, which still holds the old count.
-        unsafe { st.bins.remove(slab) };
-        let (was, full) = {
-            // SAFETY: as above.
-            let s = unsafe { slab.as_mut() };
-            let was = s.bin as usize;
-            s.bin = s.inuse;
-            (was, s.inuse == s.chunks)
-        };
-        // SAFETY: now on no list.
-        unsafe { st.bins.push(slab) };
+        let (was, now) = unsafe { st.bins.refile(slab) };
         if was == 0 {
             st.empty -= 1;
         }
-        if full {
+        if now == chunks {
             st.full += 1;
         }
         st.in_use += 1;
@@ -319,28 +311,22 @@ impl<S: PageSource, A: Allocator + Clone> Keg<S, A> {
         let addr = ptr.as_ptr() as usize;
         // SAFETY: the caller's contract is passed on.
         let mut slab = unsafe { self.slab_for_free(st, addr) }?;
-        // As in `take_from`, the header is reached afresh after each list
-        // call.
-        // SAFETY: a live header of this keg, under the keg lock.
-        let i = unsafe { slab.as_ref() }
-            .allocated_index(addr, self.layout.chunk_size)
-            .map_err(|e| self.bad_buf(e, addr))?;
-        // SAFETY: the slab is on list `bin`.
-        unsafe { st.bins.remove(slab) };
-        let (was_full, empty) = {
-            // SAFETY: as above.
+        // As in `take_from`, no reference to the header outlives this block.
+        let chunks = {
+            // SAFETY: a live header of this keg, under the keg lock.
             let s = unsafe { slab.as_mut() };
-            let was_full = s.inuse == s.chunks;
+            let i = s
+                .allocated_index(addr, self.layout.chunk_size)
+                .map_err(|e| self.bad_buf(e, addr))?;
             s.push(ptr, i, &self.layout);
-            s.bin = s.inuse;
-            (was_full, s.inuse == 0)
+            s.chunks
         };
-        // SAFETY: now on no list.
-        unsafe { st.bins.push(slab) };
-        if was_full {
+        // SAFETY: the slab is on list `bin`, which still holds the old count.
+        let (was, now) = unsafe { st.bins.refile(slab) };
+        if was == chunks {
             st.full -= 1;
         }
-        if empty {
+        if now == 0 {
             st.empty += 1;
         }
         st.in_use -= 1;
