@@ -1,14 +1,13 @@
 //! Nested arenas, user import/release callbacks, the limit, reclaim,
 //! blocking allocation, and the metadata allocator.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use allocator_api2::alloc::{AllocError, Allocator, Global, Layout};
-use std::collections::BTreeMap;
-
 use kmem_vmem::{Constraints, ImportFns, Policy, Vmem, VmemError};
 
 /// A parent of 1 MiB in 4 KiB quanta, and a child importing 64 KiB spans.
