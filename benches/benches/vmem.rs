@@ -18,7 +18,8 @@
 //!   `metadata` rows.
 //!   At each N, kmem-vmem instant fit and the two fastest peers are also
 //!   timed in interleaved rounds (`kmem_benches::interleaved`): `best of
-//!   interleaved` rows.
+//!   interleaved` rows. glibc's mmap threshold is pinned (see
+//!   `fresh_mappings`), so no subject inherits another's huge pages.
 //! * `qcache pair` / `arena pair`: alloc+free of 4 quanta through a quantum
 //!   cache (`kmem-vmem`: the default per-CPU caches; `kmem-vmem per-thread`:
 //!   `qcache_mode(Mode::PerThread)`) and through the arena alone.
@@ -306,7 +307,25 @@ fn timed<'a, S: Subject + 'a>(name: &'a str, mut w: Workload<S>) -> Timed<'a> {
     (name, Box::new(move |n| ns_per(n, || w.pair())))
 }
 
+/// Pins glibc's mmap threshold at its initial 128 KiB, so every large
+/// buffer of every subject is a fresh mapping, unmapped when freed.
+///
+/// By default glibc raises the threshold to the size of the largest mapped
+/// block freed so far, and later large buffers come from the heap instead,
+/// possibly from a range an earlier subject advised for transparent huge
+/// pages (kmem-vmem advises its tag array): which subject then ran on huge
+/// pages depended on the order the subjects ran in.
+fn fresh_mappings() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tuning parameter of the C allocator; it
+    // is called before this benchmark allocates anything large.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 fn random(c: &mut Criterion) {
+    fresh_mappings();
     let mut g = c.benchmark_group(SUITE);
     // Quick mode keeps every N (the curve needs them) but counts the
     // failures of vmem 1.0's instant fit over fewer pairs.
