@@ -66,7 +66,7 @@ fn no_marks_the_slab_and_notify_retries() {
                 yes(o, n, s)
             }
         },
-        SCAN_INTERVAL,
+        NO_TIMED_SCAN,
     )
     .unwrap();
     let d = cons.defragment();
@@ -285,7 +285,7 @@ fn dropping_a_consolidator_with_pending_moves_loses_nothing() {
             std::thread::sleep(Duration::from_millis(20));
             yes(o, n, s)
         },
-        SCAN_INTERVAL,
+        NO_TIMED_SCAN,
     )
     .unwrap();
     let keg = cons.client().keg.clone();
@@ -309,7 +309,7 @@ fn scans_raise_the_candidate_threshold_until_slabs_qualify() {
     // 120 slabs, each a third full: fragmented (two thirds free), but no
     // slab is under 1/8 used, so the first scans find no candidate.
     let table = fragment(&c, per(&c) * 120, 3);
-    let cons = Consolidator::spawn(c, mover(table.clone()), SCAN_INTERVAL).unwrap();
+    let cons = Consolidator::spawn(c, mover(table.clone()), NO_TIMED_SCAN).unwrap();
     let scan = || {
         cons.scan();
         cons.wait_idle();
