@@ -20,11 +20,36 @@ pub const SIZE: usize = 64;
 /// such a test runs for more than a minute of the clock.
 pub const NO_TIMED_SCAN: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// The tables' hasher: one multiply per integer key. SipHash, the std
+/// default, costs milliseconds a key under Miri, and the tests keep up to a
+/// few thousand keys.
+#[derive(Default)]
+pub struct Mix(u64);
+
+impl std::hash::Hasher for Mix {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+}
+
+pub type Map<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Mix>>;
+
 /// Live objects by id and by address.
 #[derive(Default)]
 pub struct Table {
-    pub by_id: HashMap<u64, usize>,
-    pub by_addr: HashMap<usize, u64>,
+    pub by_id: Map<u64, usize>,
+    pub by_addr: Map<usize, u64>,
 }
 
 pub struct TestClient {
@@ -90,7 +115,11 @@ pub fn read(addr: usize) -> [u64; 2] {
 /// Allocates `n` objects, then frees all but every `keep`-th, leaving the
 /// rest live in `table`. Returns the table.
 pub fn fragment(c: &TestClient, n: usize, keep: usize) -> Arc<Mutex<Table>> {
-    let mut t = Table::default();
+    let live = n.div_ceil(keep);
+    let mut t = Table {
+        by_id: Map::with_capacity_and_hasher(live, Default::default()),
+        by_addr: Map::with_capacity_and_hasher(live, Default::default()),
+    };
     let mut all = Vec::new();
     for id in 0..n as u64 {
         let p = c.keg.alloc().unwrap();
