@@ -12,11 +12,18 @@ use std::time::Duration;
 use common::*;
 use kmem_move::{Consolidator, Move};
 
+/// Slabs fragmented before the threads start. Under Miri 50: a desperate
+/// defragment of 150 slabs alongside the workers takes about a minute there.
+/// Below 101 slabs (`FRAG_MINSLABS`) no scan finds the keg fragmented, so
+/// there only `defragment` queues moves; the caller and the consolidator
+/// thread still run them side by side while the workers allocate and free.
+const SLABS: usize = if cfg!(miri) { 50 } else { 150 };
+
 #[test]
 fn concurrent_alloc_free_and_moves_keep_every_object() {
     let c = client();
     let per = c.keg.layout().bufs_per_slab;
-    let table = fragment(&c, per * 150, 6);
+    let table = fragment(&c, per * SLABS, 6);
     let next_id = AtomicU64::new(1 << 32);
     let in_flight = Arc::new(Mutex::new(HashSet::new()));
     let inner = mover(table.clone());
@@ -66,12 +73,15 @@ fn concurrent_alloc_free_and_moves_keep_every_object() {
     assert!(in_flight.lock().unwrap().is_empty());
 }
 
+/// Operations per worker. Under Miri, where each takes milliseconds, 500.
+const OPS: usize = if cfg!(miri) { 500 } else { 20_000 };
+
 /// Allocates, frees and checks objects by id (their addresses change under
-/// it), 20 000 operations.
+/// it), [`OPS`] operations.
 fn worker(c: &TestClient, table: &Mutex<Table>, next_id: &AtomicU64, seed: u64) {
     let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut mine: Vec<u64> = Vec::new();
-    for _ in 0..20_000 {
+    for _ in 0..OPS {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
