@@ -205,6 +205,7 @@ mod tests {
         /// Pins the calling thread to each CPU it may run on in turn and
         /// checks that `current_cpu` (and, when asked, the raw rseq id)
         /// names that CPU, as `sched_getcpu` does; restores the mask.
+        #[cfg_attr(miri, allow(unused_variables, reason = "no rseq under Miri"))]
         pub(super) fn agrees_with_sched_getcpu_on_every_cpu(expect_rseq: bool) {
             let allowed = affinity();
             let n = cpu_count();
@@ -223,7 +224,7 @@ mod tests {
                     assert_eq!(sched_getcpu(), cpu);
                     assert_eq!(current_cpu(), cpu % n, "current_cpu pinned to {cpu}");
                     assert_eq!(fallback_cpu(), cpu % n, "fallback pinned to {cpu}");
-                    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+                    #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
                     if expect_rseq {
                         assert_eq!(
                             crate::rseq::cpu_id(),
@@ -242,10 +243,14 @@ mod tests {
         }
 
         #[test]
+        #[cfg_attr(
+            miri,
+            ignore = "pins the thread with sched_setaffinity and asks sched_getcpu, which Miri cannot"
+        )]
         fn current_cpu_agrees_with_sched_getcpu() {
-            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
             let rseq = crate::rseq::available();
-            #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+            #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri))))]
             let rseq = false;
             // A thread of its own, so a failed assertion cannot leave the
             // test harness's thread pinned.
@@ -262,9 +267,13 @@ mod tests {
         /// Runs itself in a child process, because the tunable is read at
         /// startup and the lookup is cached per process.
         #[test]
+        #[cfg_attr(
+            miri,
+            ignore = "runs this test binary again as a child process, which Miri cannot"
+        )]
         fn fallback_when_rseq_is_off() {
             if std::env::var_os(CHILD).is_some() {
-                #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+                #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
                 assert!(!crate::rseq::available(), "rseq still on in the child");
                 agrees_with_sched_getcpu_on_every_cpu(false);
                 return;

@@ -42,6 +42,10 @@ pub fn huge_pages_advised(addr: usize) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "reads /proc/self/statm and /proc/self/status, which Miri cannot open"
+    )]
     fn figures_are_plausible() {
         let rss = super::resident_bytes().expect("/proc is mounted on Linux");
         let peak = super::peak_resident_bytes().expect("/proc is mounted on Linux");
@@ -50,6 +54,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads /proc/self/smaps, which Miri cannot open")]
     fn unmapped_addresses_have_no_flags() {
         assert_eq!(super::huge_pages_advised(0), None);
     }

@@ -62,6 +62,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri has no madvise (the advice is always refused there) and cannot read /proc/self/smaps"
+    )]
     fn huge_page_advice_covers_only_whole_huge_pages() {
         assert!(
             !advise_huge_pages(HUGE_PAGE + 1, HUGE_PAGE),

@@ -342,8 +342,13 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// Additions per thread in `excludes_under_contention`; Miri, which
+    /// preempts threads at random points of its own, needs far fewer to
+    /// interleave them and takes minutes over the full count.
+    const ADDS: u64 = if cfg!(miri) { 500 } else { 20_000 };
+
     /// Eight threads (more than CPUs, so holders are preempted while
-    /// others wait) each add 20 000 times under the lock, non-atomically:
+    /// others wait) each add [`ADDS`] times under the lock, non-atomically:
     /// lost updates would show in the total if exclusion failed.
     fn excludes_under_contention<W: Wait>() {
         let m = Arc::new(lock_api::Mutex::<RawLock<W>, u64>::new(0));
@@ -351,7 +356,7 @@ mod tests {
             for _ in 0..8 {
                 let m = &m;
                 s.spawn(move || {
-                    for _ in 0..20_000 {
+                    for _ in 0..ADDS {
                         let mut g = m.lock();
                         let v = *g;
                         std::hint::black_box(&v);
@@ -360,7 +365,7 @@ mod tests {
                 });
             }
         });
-        assert_eq!(*m.lock(), 160_000);
+        assert_eq!(*m.lock(), 8 * ADDS);
     }
 
     #[test]

@@ -13,6 +13,10 @@ fn touch_all(r: &Reservation, len: usize) {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "counts resident pages with mincore, which Miri cannot run"
+)]
 fn reserve_takes_no_memory_and_commit_is_demand_zero() {
     let p = page_size();
     let r = Reservation::new(PAGES * p).unwrap();
@@ -29,6 +33,10 @@ fn reserve_takes_no_memory_and_commit_is_demand_zero() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "reads the resident size from /proc and mincore, which Miri cannot"
+)]
 fn commit_and_decommit_change_resident_size() {
     let p = page_size();
     let len = PAGES * p;
@@ -58,6 +66,10 @@ fn commit_and_decommit_change_resident_size() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "counts resident pages with mincore, which Miri cannot run"
+)]
 fn partial_decommit_keeps_the_rest() {
     let p = page_size();
     let r = Reservation::new(8 * p).unwrap();
@@ -70,6 +82,10 @@ fn partial_decommit_keeps_the_rest() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "counts resident pages with mincore, which Miri cannot run"
+)]
 fn discard_zeroes_but_stays_usable() {
     let p = page_size();
     let r = Reservation::new(4 * p).unwrap();
@@ -79,6 +95,36 @@ fn discard_zeroes_but_stays_usable() {
     assert_eq!(r.resident_pages(0, 4 * p).unwrap(), 0);
     // SAFETY: still committed after discard.
     assert_eq!(unsafe { r.base().as_ptr().add(p).read() }, 0);
+}
+
+/// What a program sees of commit, decommit and discard: contents, not
+/// resident size, so it holds under Miri's stand-in as on the OS.
+#[test]
+fn contents_follow_commit_decommit_and_discard() {
+    let p = page_size();
+    let r = Reservation::new(8 * p).unwrap();
+    let at = |page: usize| r.base().as_ptr().wrapping_add(page * p + 8);
+    r.commit(0, 8 * p).unwrap();
+    for page in 0..8 {
+        // SAFETY: every page is committed and ours alone.
+        unsafe {
+            assert_eq!(at(page).read(), 0, "page {page} of a fresh commit");
+            at(page).write(page as u8 + 1);
+        }
+    }
+    // Committing again keeps the contents.
+    r.commit(0, 4 * p).unwrap();
+    // SAFETY: committed, written above.
+    assert_eq!(unsafe { at(3).read() }, 4);
+    r.decommit(2 * p, 3 * p).unwrap();
+    r.discard(6 * p, p).unwrap();
+    r.commit(2 * p, 3 * p).unwrap();
+    for (page, want) in [1, 2, 0, 0, 0, 6, 0, 8].into_iter().enumerate() {
+        // SAFETY: every page is committed again (discard keeps pages
+        // committed) and ours alone.
+        let got = unsafe { at(page).read() };
+        assert_eq!(got, want, "page {page} after decommit 2..5 and discard 6");
+    }
 }
 
 #[test]
@@ -152,11 +198,38 @@ fn os_errors_carry_the_errno() {
     }
 }
 
+/// Miri's stand-in has no resident size and no huge pages, and says so
+/// rather than making figures up; a range outside is still refused first.
+#[cfg(miri)]
+#[test]
+fn under_miri_residency_and_huge_page_advice_are_refused() {
+    let p = page_size();
+    let r = Reservation::new(2 * p).unwrap();
+    let e = r.resident_pages(0, p).unwrap_err();
+    assert!(
+        matches!(&e, SysError::Os { op: "mincore", source, .. }
+            if source.kind() == std::io::ErrorKind::Unsupported),
+        "{e}"
+    );
+    let e = r.advise_huge(0, 2 * p).unwrap_err();
+    assert!(
+        matches!(&e, SysError::Os { op: "advise huge pages", source, .. }
+            if source.raw_os_error() == Some(22)),
+        "{e}"
+    );
+    let e = r.advise_huge(p, 2 * p).unwrap_err();
+    assert!(matches!(e, SysError::OutOfRange { .. }), "{e}");
+}
+
 fn libc_enomem() -> i32 {
     12 // ENOMEM on Linux
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "reads VmFlags from /proc/self/smaps, which Miri cannot open"
+)]
 fn huge_page_advice_marks_only_its_range() {
     let huge = kmem_sys::HUGE_PAGE;
     let r = Reservation::with_align(2 * huge, huge).unwrap();
