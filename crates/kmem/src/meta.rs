@@ -66,9 +66,11 @@ struct FreeBlock {
 
 struct List {
     head: Option<NonNull<FreeBlock>>,
-    /// Uncarved tail of the current chunk: `[cursor, end)`.
-    cursor: usize,
-    end: usize,
+    /// Uncarved tail of the current chunk: `[cursor, end)`. Pointers, not
+    /// addresses: blocks carved from them keep the region's provenance, so
+    /// Miri sees every block, free or not, as reachable from the heap.
+    cursor: *mut u8,
+    end: *mut u8,
 }
 
 // SAFETY: the pointers in a list refer to memory owned by the heap, reached
@@ -83,21 +85,32 @@ impl List {
             self.head = unsafe { head.as_ref().next };
             return Some(head.cast());
         }
-        if self.end - self.cursor < block {
+        if self.end.addr() - self.cursor.addr() < block {
             return None;
         }
         let p = self.cursor;
-        self.cursor += block;
+        // Stays inside the chunk (or one past it): checked above.
+        self.cursor = p.wrapping_add(block);
         // Carved from a live chunk, so never null.
-        NonNull::new(p as *mut u8)
+        NonNull::new(p)
     }
 }
+
+/// The uncut rest of the current region: `[cursor, end)`.
+struct Region {
+    cursor: *mut u8,
+    end: *mut u8,
+}
+
+// SAFETY: the pointers refer to memory owned by the heap, reached only with
+// the region's lock held.
+unsafe impl Send for Region {}
 
 /// The heap behind [`Meta`]. One static instance serves the whole process.
 pub struct MetaHeap {
     lists: [Mutex<List>; NUM_LISTS],
-    /// Uncut rest of the current region: `(cursor, end)`.
-    region: Mutex<(usize, usize)>,
+    /// Uncut rest of the current region.
+    region: Mutex<Region>,
     /// Chunks and large blocks.
     pages: OsPages,
     /// Bytes handed out and not yet freed (rounded to block sizes).
@@ -137,11 +150,14 @@ impl MetaHeap {
             lists: [const {
                 Mutex::new(List {
                     head: None,
-                    cursor: 0,
-                    end: 0,
+                    cursor: core::ptr::null_mut(),
+                    end: core::ptr::null_mut(),
                 })
             }; NUM_LISTS],
-            region: Mutex::new((0, 0)),
+            region: Mutex::new(Region {
+                cursor: core::ptr::null_mut(),
+                end: core::ptr::null_mut(),
+            }),
             pages: OsPages::new(),
             in_use: AtomicUsize::new(0),
         }
@@ -168,8 +184,8 @@ impl MetaHeap {
         // list meanwhile; the fresh chunk replaces the current tail either
         // way (an abandoned tail was never touched, so it is address space
         // only, and such races are rare).
-        list.cursor = chunk;
-        list.end = chunk + CHUNK;
+        list.cursor = chunk.as_ptr();
+        list.end = chunk.as_ptr().wrapping_add(CHUNK);
         let p = list.take(block).ok_or(AllocError)?;
         drop(list);
         self.in_use.fetch_add(block, Ordering::Relaxed);
@@ -180,20 +196,25 @@ impl MetaHeap {
     /// one. No lock is held while a region is mapped; a region mapped by
     /// two threads at once leaves the loser's rest uncut (never touched).
     #[cold]
-    fn chunk(&self) -> Result<usize, AllocError> {
+    fn chunk(&self) -> Result<NonNull<u8>, AllocError> {
         {
             let mut r = self.region.lock();
-            if r.1 - r.0 >= CHUNK {
-                r.0 += CHUNK;
-                return Ok(r.0 - CHUNK);
+            if r.end.addr() - r.cursor.addr() >= CHUNK
+                && let Some(c) = NonNull::new(r.cursor)
+            {
+                // Stays inside the region (or one past it): checked above.
+                r.cursor = r.cursor.wrapping_add(CHUNK);
+                return Ok(c);
             }
         }
         let base = self
             .pages
             .alloc_pages(REGION, CHUNK)
-            .map_err(|_| AllocError)?
-            .as_ptr() as usize;
-        *self.region.lock() = (base + CHUNK, base + REGION);
+            .map_err(|_| AllocError)?;
+        *self.region.lock() = Region {
+            cursor: base.as_ptr().wrapping_add(CHUNK),
+            end: base.as_ptr().wrapping_add(REGION),
+        };
         Ok(base)
     }
 
@@ -303,7 +324,8 @@ unsafe impl Allocator for Meta {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         if layout.size() == 0 {
             // A dangling, well-aligned pointer: nothing to free later.
-            let p = NonNull::new(layout.align() as *mut u8).ok_or(AllocError)?;
+            let p = NonNull::new(core::ptr::without_provenance_mut(layout.align()))
+                .ok_or(AllocError)?;
             return Ok(NonNull::slice_from_raw_parts(p, 0));
         }
         let p = HEAP.alloc(layout)?;
@@ -444,8 +466,11 @@ mod tests {
 
     #[test]
     fn freed_blocks_are_reused_and_counted() {
-        // A private heap, so other tests cannot disturb the figures.
-        let heap = MetaHeap::new();
+        // A private heap, so other tests cannot disturb the figures; a
+        // static, as heaps never unmap their chunks (Miri would call them
+        // leaked).
+        static PRIVATE: MetaHeap = MetaHeap::new();
+        let heap = &PRIVATE;
         let l = Layout::from_size_align(40, 8).unwrap();
         let a = heap.alloc(l).unwrap();
         assert_eq!(
@@ -507,7 +532,9 @@ mod tests {
                 "{rounds} rounds ({size} bytes) take a {block}-byte block"
             );
         }
-        let heap = MetaHeap::new();
+        // Private and static, as above.
+        static PRIVATE: MetaHeap = MetaHeap::new();
+        let heap = &PRIVATE;
         let l = Layout::from_size_align(32 + 143 * 8, 64).unwrap();
         let a = heap.alloc(l).unwrap();
         let b = heap.alloc(l).unwrap();
@@ -531,6 +558,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "counts minor page faults with getrusage, which Miri cannot call"
+    )]
     fn large_blocks_grow_without_copying() {
         let mib = 1 << 20;
         let old = Layout::from_size_align(mib, 8).unwrap();
@@ -588,12 +619,16 @@ mod tests {
 
     #[test]
     fn concurrent_use_keeps_blocks_disjoint() {
+        // Blocks per thread: enough to cut several chunks; under Miri, whose
+        // scheduler interleaves the threads at random points, a few dozen
+        // (2000 take it minutes).
+        const BLOCKS: usize = if cfg!(miri) { 100 } else { 2000 };
         std::thread::scope(|s| {
             for t in 0..4u8 {
                 s.spawn(move || {
                     let l = Layout::from_size_align(32, 8).unwrap();
                     let mut held = std::vec::Vec::new();
-                    for _ in 0..2000 {
+                    for _ in 0..BLOCKS {
                         let p = Meta.allocate(l).unwrap().cast::<u8>();
                         // SAFETY: a fresh 32-byte block owned by this thread.
                         unsafe { p.as_ptr().write_bytes(t, 32) };
