@@ -5,8 +5,9 @@
 //! allocates (once, loading `libgcc_s`) through glibc's `malloc`, never
 //! through the Rust global allocator, so it is safe inside `Kmem`. Printing
 //! names a frame with `dladdr(3)`: an exported symbol and offset, or the
-//! object file and the offset to hand to `addr2line`. Elsewhere no stack is
-//! captured (depth 0).
+//! object file and the offset to hand to `addr2line`. Under Miri, which has
+//! neither call, capture asks Miri's own stack walk and frames print as bare
+//! addresses. Elsewhere no stack is captured (depth 0).
 
 use core::fmt;
 
@@ -20,7 +21,7 @@ const SKIP: usize = 3;
 /// returns how many were written.
 #[inline(never)]
 pub(crate) fn capture(out: &mut [usize; STACK_DEPTH]) -> usize {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
     {
         let mut raw = [core::ptr::null_mut::<libc::c_void>(); STACK_DEPTH + SKIP];
         // SAFETY: `raw` has room for the count passed.
@@ -31,7 +32,33 @@ pub(crate) fn capture(out: &mut [usize; STACK_DEPTH]) -> usize {
         }
         frames.len().min(STACK_DEPTH)
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    #[cfg(miri)]
+    {
+        // Miri's own stack walk (its `extern "Rust"` interface; `flags` 0
+        // and 1 are the documented ones): the frames' function pointers,
+        // innermost first. Only a walk that fits the array is taken, as
+        // nothing here may allocate.
+        unsafe extern "Rust" {
+            fn miri_backtrace_size(flags: u64) -> usize;
+            fn miri_get_backtrace(flags: u64, buf: *mut *mut ());
+        }
+        const MAX_WALK: usize = 256;
+        let mut raw = [core::ptr::null_mut::<()>(); MAX_WALK];
+        // SAFETY: a Miri built-in with no preconditions.
+        let n = unsafe { miri_backtrace_size(0) };
+        if n > MAX_WALK {
+            return 0;
+        }
+        // SAFETY: `raw` has room for the `n` frames the walk writes.
+        unsafe { miri_get_backtrace(1, raw.as_mut_ptr()) };
+        // The walk starts at `capture` itself, as `backtrace` does.
+        let frames = raw.get(SKIP..n).unwrap_or(&[]);
+        for (o, f) in out.iter_mut().zip(frames) {
+            *o = f.addr();
+        }
+        frames.len().min(STACK_DEPTH)
+    }
+    #[cfg(not(any(all(target_os = "linux", target_env = "gnu"), miri)))]
     {
         let _ = (out, SKIP);
         0
@@ -45,25 +72,38 @@ pub struct Frame(pub usize);
 
 impl fmt::Display for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Miri has no `dladdr`: a frame is its address there.
+        #[cfg(not(miri))]
+        if let Some(r) = self.symbolize(f) {
+            return r;
+        }
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl Frame {
+    /// Writes `symbol+0xoff` or `object+0xoff` when `dladdr` knows the
+    /// address; `None` (nothing written) when it does not.
+    #[cfg(not(miri))]
+    fn symbolize(&self, f: &mut fmt::Formatter<'_>) -> Option<fmt::Result> {
         // SAFETY: an all-zero Dl_info is a valid value to be overwritten.
         let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
         // SAFETY: dladdr reads no memory at the address; `info` is ours.
         let found = unsafe { libc::dladdr(self.0 as *const libc::c_void, &mut info) } != 0;
+        if !found {
+            return None;
+        }
         let cstr = |p: *const libc::c_char| {
             // SAFETY: dladdr's strings are NUL-terminated and live as long
             // as the object stays loaded.
             (!p.is_null()).then(|| unsafe { core::ffi::CStr::from_ptr(p) }.to_string_lossy())
         };
-        if found {
-            if let Some(sym) = cstr(info.dli_sname) {
-                return write!(f, "{sym}+{:#x}", self.0 - info.dli_saddr as usize);
-            }
-            if let Some(obj) = cstr(info.dli_fname) {
-                let obj = obj.rsplit('/').next().unwrap_or("?").to_string();
-                return write!(f, "{obj}+{:#x}", self.0 - info.dli_fbase as usize);
-            }
+        if let Some(sym) = cstr(info.dli_sname) {
+            return Some(write!(f, "{sym}+{:#x}", self.0 - info.dli_saddr as usize));
         }
-        write!(f, "{:#x}", self.0)
+        let obj = cstr(info.dli_fname)?;
+        let obj = obj.rsplit('/').next().unwrap_or("?").to_string();
+        Some(write!(f, "{obj}+{:#x}", self.0 - info.dli_fbase as usize))
     }
 }
 
