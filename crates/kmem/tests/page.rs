@@ -104,6 +104,10 @@ fn owners_are_found_from_any_address() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "reads the resident size from /proc/self/statm, which Miri cannot open"
+)]
 fn freeing_returns_memory_to_the_os() {
     let l = layer();
     let n = 32 << 20;
@@ -145,6 +149,10 @@ fn kva_can_be_backed_and_unbacked_by_hand() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "reads VmFlags from /proc/self/smaps, which Miri cannot open"
+)]
 fn spans_are_advised_for_huge_pages_unless_turned_off() {
     let advised = |l: &PageLayer| {
         let p = l.alloc(page_size(), page_size()).unwrap();
