@@ -533,10 +533,15 @@ unsafe fn free_node<B: Backend, A: Allocator + Clone>(
 
 impl<B: Backend, A: Allocator + Clone> Drop for Magazines<B, A> {
     fn drop(&mut self) {
-        // SAFETY: `inner` is live; `&mut self` means no alloc/free is running.
-        let inner = unsafe { self.inner.as_mut() };
+        // `&mut self` means no alloc or free of ours is running, but another
+        // thread's exit hook may be flushing its node into the depot through
+        // a shared `Inner` right now, under the registry lock: so `Inner` is
+        // only shared until that lock has shut the hooks out.
         if let Some(h) = self.thread {
             let mut owner = thread::REGISTRY[h.id].0.lock();
+            // SAFETY: `inner` is live; exit hooks read it only under the
+            // registry lock, which we hold.
+            let inner = unsafe { self.inner.as_ref() };
             let mut node = owner.nodes.cast::<Node<B::Item>>();
             while !node.is_null() {
                 // SAFETY: every listed node is live and, with the registry
@@ -552,6 +557,10 @@ impl<B: Backend, A: Allocator + Clone> Drop for Magazines<B, A> {
             owner.cache = ptr::null();
             owner.flush = None;
         }
+        // SAFETY: `inner` is live, and now ours alone: an exit hook that
+        // takes the registry lock after us finds the serial cleared and
+        // leaves the cache alone; one that held it before us is done.
+        let inner = unsafe { self.inner.as_mut() };
         for slot in inner.slots.iter_mut() {
             slot.get_mut().flush(&inner.depot);
         }
