@@ -34,7 +34,11 @@
 //!
 //! What the stand-in cannot check is access to a range that is reserved but
 //! not committed (or decommitted): on the OS that faults, under Miri it
-//! reads the zeroes or whatever was written since the last decommit.
+//! reads the zeroes or whatever was written since the last decommit. And
+//! address space is not free there: Miri keeps a bit per byte of an
+//! allocation once part of it is uninitialised, so a reservation of many
+//! gigabytes costs gigabytes of host memory as soon as it holds a struct
+//! with padding.
 
 use core::ptr::NonNull;
 

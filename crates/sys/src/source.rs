@@ -77,7 +77,7 @@ unsafe impl<S: PageSource + ?Sized> PageSource for Arc<S> {
 /// and trimmed when more than page alignment is asked), `munmap` on free.
 /// Fresh pages are zero, so [`alloc_pages_zeroed`](PageSource::alloc_pages_zeroed)
 /// costs nothing extra. Under Miri, which cannot make or trim such mappings,
-/// the same calls take zeroed memory from the global allocator instead, so
+/// the same calls take zeroed memory from the system allocator instead, so
 /// that code built on this source can be checked there.
 ///
 /// It counts what it has handed out, which tests use to prove that everything
@@ -220,12 +220,15 @@ mod pages {
 }
 
 /// Where [`OsPages`] gets its memory under Miri, which can neither make our
-/// mappings nor trim them: the global allocator, with the same sizes and
-/// alignments, so that the crates above run their tests under Miri.
+/// mappings nor trim them: the system allocator, with the same sizes and
+/// alignments, so that the crates above run their tests under Miri. Not the
+/// global allocator: `kmem`'s `Kmem` takes its metadata from `OsPages` while
+/// it *is* the global allocator, and would call itself back.
 #[cfg(miri)]
 mod pages {
+    use core::alloc::{GlobalAlloc, Layout};
     use core::ptr::NonNull;
-    use std::alloc::{Layout, alloc_zeroed, dealloc};
+    use std::alloc::System;
     use std::io;
 
     use crate::error::SysError;
@@ -237,7 +240,7 @@ mod pages {
 
     fn get(op: &'static str, layout: Layout) -> Result<NonNull<u8>, SysError> {
         // SAFETY: `layout` has a non-zero size (callers check it).
-        NonNull::new(unsafe { alloc_zeroed(layout) }).ok_or(SysError::Os {
+        NonNull::new(unsafe { System.alloc_zeroed(layout) }).ok_or(SysError::Os {
             op,
             addr: 0,
             len: layout.size(),
@@ -259,7 +262,7 @@ mod pages {
     ) -> Result<(), SysError> {
         let layout = layout("free_pages", size, align)?;
         // SAFETY: the caller's promise: allocated with this layout.
-        unsafe { dealloc(ptr.as_ptr(), layout) };
+        unsafe { System.dealloc(ptr.as_ptr(), layout) };
         Ok(())
     }
 
