@@ -47,7 +47,14 @@ pub const IMPORT_QUANTUM: usize = 2 << 20;
 
 /// Address space the process-wide layer reserves, tried from the first entry
 /// down until the OS agrees.
+#[cfg(not(miri))]
 const GLOBAL_RESERVE: [usize; 4] = [256 << 30, 64 << 30, 16 << 30, 4 << 30];
+/// Under Miri a reservation is one allocation, whose bookkeeping takes a bit
+/// per byte once any of it is uninitialised (as heap blocks under `Kmem`
+/// soon are): 32 GiB for 256 GiB. 1 GiB (128 MiB of that) is ample for
+/// tests.
+#[cfg(miri)]
+const GLOBAL_RESERVE: [usize; 1] = [1 << 30];
 
 /// Owner tag of pages allocated without one.
 pub const NO_OWNER: u32 = 0;
