@@ -25,6 +25,20 @@ impl Shape for Square {
     }
 }
 
+/// Bounds of one round's work: the same shapes under Miri, smaller (a hash
+/// map of hundreds of formatted strings takes it seconds).
+const MAX_VEC: u64 = if cfg!(miri) { 200 } else { 2000 };
+const MAX_STRING: u64 = if cfg!(miri) { 60 } else { 300 };
+const MAX_MAP: u64 = if cfg!(miri) { 20 } else { 500 };
+
+/// Whether every byte of `b` is zero, compared a page at a time with a page
+/// of zeroes (`memcmp`, which Miri runs natively: a loop over the bytes
+/// takes it a minute for this file's blocks).
+fn all_zero(b: &[u8]) -> bool {
+    static ZEROES: [u8; 4096] = [0; 4096];
+    b.chunks(ZEROES.len()).all(|c| c == &ZEROES[..c.len()])
+}
+
 /// One thread's share of work; returns a checksum the caller can verify.
 fn churn(seed: u64, rounds: usize) -> u64 {
     let mut x = seed | 1;
@@ -36,10 +50,10 @@ fn churn(seed: u64, rounds: usize) -> u64 {
     };
     let mut sum = 0u64;
     for r in 0..rounds {
-        let n = (next() % 2000) as usize + 1;
+        let n = (next() % MAX_VEC) as usize + 1;
         let v: Vec<u64> = (0..n as u64).collect();
         assert_eq!(v.iter().sum::<u64>(), n as u64 * (n as u64 - 1) / 2);
-        let s: String = (0..(next() % 300))
+        let s: String = (0..(next() % MAX_STRING))
             .map(|i| char::from(b'a' + (i % 26) as u8))
             .collect();
         assert!(
@@ -48,7 +62,7 @@ fn churn(seed: u64, rounds: usize) -> u64 {
                 .all(|(i, b)| b == b'a' + (i % 26) as u8)
         );
         let mut m = HashMap::new();
-        for k in 0..(next() % 500) {
+        for k in 0..(next() % MAX_MAP) {
             m.insert(k, format!("v{k}"));
         }
         for (k, v) in &m {
@@ -70,11 +84,13 @@ fn churn(seed: u64, rounds: usize) -> u64 {
                 .map(|i| if i % 2 == 0 { i * 2 } else { i * i })
                 .sum()
         );
-        // A big block now and then: the page layer path and realloc growth.
+        // A big block now and then: the page layer path and realloc growth
+        // (grown by a copy of ones, which Miri makes in one step where a
+        // `resize` writes byte by byte).
         if r % 16 == 0 {
             let mut big = vec![0u8; 300 << 10];
             big[299 << 10] = 9;
-            big.resize(600 << 10, 1);
+            big.extend_from_slice(&vec![1u8; 300 << 10]);
             assert_eq!(big[299 << 10], 9);
             assert_eq!(big[(600 << 10) - 1], 1);
         }
@@ -85,14 +101,19 @@ fn churn(seed: u64, rounds: usize) -> u64 {
 
 #[test]
 fn threads_that_come_and_go_keep_every_value() {
+    // Waves of threads and rounds per churn: under Miri, where each round
+    // takes seconds (every allocation runs `Kmem` interpreted), fewer of
+    // both; two waves still make threads come and go.
+    const WAVES: u64 = if cfg!(miri) { 2 } else { 4 };
+    const ROUNDS: usize = if cfg!(miri) { 1 } else { 60 };
     let done = Arc::new(AtomicUsize::new(0));
-    for wave in 0..4u64 {
+    for wave in 0..WAVES {
         let handles: Vec<_> = (0..4u64)
             .map(|t| {
                 let done = done.clone();
                 std::thread::spawn(move || {
-                    let a = churn(wave * 10 + t, 60);
-                    let b = churn(wave * 10 + t, 60);
+                    let a = churn(wave * 10 + t, ROUNDS);
+                    let b = churn(wave * 10 + t, ROUNDS);
                     assert_eq!(a, b, "same seed, same work, same checksum");
                     done.fetch_add(1, Ordering::Relaxed);
                 })
@@ -102,7 +123,7 @@ fn threads_that_come_and_go_keep_every_value() {
             h.join().expect("worker panicked");
         }
     }
-    assert_eq!(done.load(Ordering::Relaxed), 16);
+    assert_eq!(done.load(Ordering::Relaxed), 4 * WAVES as usize);
     // Exited threads flushed their magazines: everything is accounted for.
     let rows = A.stats();
     assert!(
@@ -114,10 +135,13 @@ fn threads_that_come_and_go_keep_every_value() {
 
 #[test]
 fn values_cross_threads() {
+    // Batches of 20 strings; under Miri, where each string takes
+    // milliseconds (its allocation runs `Kmem` interpreted), fewer.
+    const BATCHES: usize = if cfg!(miri) { 10 } else { 500 };
     // Allocated on one thread, freed on another (the xmalloc pattern).
     let (tx, rx) = std::sync::mpsc::channel::<Vec<String>>();
     let producer = std::thread::spawn(move || {
-        for i in 0..500 {
+        for i in 0..BATCHES {
             tx.send((0..20).map(|j| format!("{i}:{j}")).collect())
                 .unwrap();
         }
@@ -131,7 +155,7 @@ fn values_cross_threads() {
         n
     });
     producer.join().unwrap();
-    assert_eq!(consumer.join().unwrap(), 10_000);
+    assert_eq!(consumer.join().unwrap(), 20 * BATCHES);
 }
 
 #[test]
@@ -155,7 +179,7 @@ fn zeroed_and_aligned_requests() {
             A.dealloc(p, l);
             let z = A.alloc_zeroed(l);
             assert!(
-                std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0),
+                all_zero(std::slice::from_raw_parts(z, size)),
                 "{size}/{align}"
             );
             A.dealloc(z, l);

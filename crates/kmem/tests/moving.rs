@@ -72,6 +72,10 @@ fn set_move_is_refused_once_the_cache_has_allocated() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "20 000 objects and over a thousand moves to count: many minutes under Miri"
+)]
 fn defragment_moves_objects_out_of_sparse_slabs() {
     let c = Cache::builder("move-defrag", 64, 8).build().unwrap();
     let table: Table = Arc::default();
@@ -147,8 +151,11 @@ fn typed_callback_swaps_objects() {
             Move::Yes
         })
         .unwrap();
+    // Nodes (about 25 slabs); under Miri, which takes a minute over them,
+    // five slabs' worth still leaves several partial slabs to empty.
+    const NODES: u64 = if cfg!(miri) { 600 } else { 3000 };
     let mut kept = Vec::new();
-    let all: Vec<_> = (0..3000u64)
+    let all: Vec<_> = (0..NODES)
         .map(|id| {
             let mut n = nodes.alloc();
             n.id = id;
@@ -196,7 +203,10 @@ fn dropping_a_cache_with_moves_pending_is_safe() {
         inner(o, n, s)
     })
     .unwrap();
-    let all: Vec<_> = (0..5000u64).map(|_| c.alloc().unwrap()).collect();
+    // Objects (about 80 slabs); under Miri, which takes minutes over them,
+    // a fifth still keeps 125 objects to move at 1 ms each.
+    const OBJECTS: u64 = if cfg!(miri) { 1000 } else { 5000 };
+    let all: Vec<_> = (0..OBJECTS).map(|_| c.alloc().unwrap()).collect();
     for (id, p) in (0u64..).zip(all) {
         write(p.as_ptr() as usize, id);
         if id % 8 == 0 {
