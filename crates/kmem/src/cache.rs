@@ -233,11 +233,18 @@ impl Cache {
     #[inline(always)]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), KmemError> {
         let c = &*self.core;
-        if let Some(owner) = c.owner
-            && c.map.owner_of(ptr.as_ptr() as usize) != Some(owner)
-        {
-            return Err(c.foreign_free(ptr));
-        }
+        let ptr = match c.owner {
+            Some(owner) if c.map.owner_of(ptr.as_ptr() as usize) != Some(owner) => {
+                return Err(c.foreign_free(ptr));
+            }
+            // A buffer of the page layer: whatever reaches a magazine or a
+            // slab is handed on whole.
+            Some(_) => crate::page::reclaim(ptr),
+            // Buffers of a page source of the cache's own keep the
+            // caller's pointer (their pages' provenance need not be
+            // exposed).
+            None => ptr,
+        };
         // SAFETY: the caller's promise; the owner was just checked.
         unsafe { self.free_checked(ptr) }
     }

@@ -352,6 +352,19 @@ pub(crate) fn global_owner_of(addr: usize) -> Option<u32> {
 
 static GLOBAL: OnceLock<PageLayer> = OnceLock::new();
 
+/// A block of a page layer, given back by a caller, under the provenance
+/// every block of ours carries (the reservation's, exposed when its arena
+/// was made) rather than the caller's pointer's. That one may cover less
+/// than the block (a `Box` narrows it to its own size) or end with the
+/// caller's use, while magazines, slabs and `realloc` hand the block on
+/// whole: under Miri's Stacked Borrows the next owner's writes past the old
+/// size were undefined behaviour.
+#[inline(always)]
+pub(crate) fn reclaim(p: NonNull<u8>) -> NonNull<u8> {
+    // SAFETY: the address is that of `p`, which is not null.
+    unsafe { NonNull::new_unchecked(core::ptr::with_exposed_provenance_mut(p.as_ptr().addr())) }
+}
+
 impl PageLayer {
     /// A private page layer over `reserve` bytes of fresh address space.
     ///

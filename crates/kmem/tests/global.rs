@@ -158,6 +158,34 @@ fn values_cross_threads() {
     assert_eq!(consumer.join().unwrap(), 20 * BATCHES);
 }
 
+/// A boxed slice's pointer covers only its own length (Miri's Stacked
+/// Borrows retags it so): grown in place within its class, the block must
+/// be usable to its new length through the pointer `realloc` returns.
+#[test]
+fn a_block_grown_in_place_is_usable_to_its_new_size() {
+    let b: Box<[u8]> = vec![1u8; 100].into_boxed_slice();
+    let p = b.as_ptr();
+    let mut v = b.into_vec();
+    v.reserve_exact(10); // 110 bytes: the same 112-byte class
+    assert_eq!(v.as_ptr(), p, "grown in place");
+    v.extend_from_slice(&[2; 10]);
+    assert_eq!(&v[98..102], &[1, 1, 2, 2]);
+    assert_eq!(v.len(), 110);
+}
+
+/// A block freed through a pointer that covers only part of it (a boxed
+/// slice's, under Miri's Stacked Borrows) comes back whole to the next
+/// request of its class.
+#[test]
+fn a_block_freed_through_a_narrow_pointer_comes_back_whole() {
+    let small: Box<[u8]> = vec![1u8; 42].into_boxed_slice(); // the 48-byte class
+    let addr = small.as_ptr() as usize;
+    drop(small);
+    let big = Box::new([2u8; 48]);
+    assert_eq!(big.as_ptr() as usize, addr, "the magazine hands it back");
+    assert_eq!(*big, [2u8; 48]);
+}
+
 #[test]
 fn zeroed_and_aligned_requests() {
     use std::alloc::{GlobalAlloc, Layout};
