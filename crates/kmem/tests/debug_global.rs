@@ -116,6 +116,10 @@ fn run_scenario() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "runs this test binary again as a child process, which Miri cannot"
+)]
 fn default_finds_a_planted_use_after_free() {
     let o = child("use_after_free", "default");
     let err = stderr(&o);
@@ -132,6 +136,10 @@ fn default_finds_a_planted_use_after_free() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "runs this test binary again as a child process, which Miri cannot"
+)]
 fn default_finds_a_planted_overrun() {
     let o = child("overrun", "default");
     let err = stderr(&o);
@@ -146,12 +154,20 @@ fn default_finds_a_planted_overrun() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "runs this test binary again as a child process, which Miri cannot"
+)]
 fn firewall_faults_at_once() {
     let o = child("firewall_overrun", "firewall=4k");
     assert_killed_midway(&o, libc::SIGSEGV);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "runs this test binary again as a child process, which Miri cannot"
+)]
 fn kmem_alloc_size_check_and_noabort() {
     let o = child("kmem_alloc_checks", "default,noabort");
     let out = String::from_utf8_lossy(&o.stdout);
@@ -160,6 +176,10 @@ fn kmem_alloc_size_check_and_noabort() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "runs this test binary again as a child process, which Miri cannot"
+)]
 fn a_wrong_layout_aborts_with_a_message_even_without_debugging() {
     let o = child("wrong_layout", "");
     assert_killed_midway(&o, libc::SIGABRT);

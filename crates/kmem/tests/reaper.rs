@@ -27,6 +27,10 @@ fn burst() {
 /// One test, in order: a reaper started by the second part would otherwise
 /// reap the first part's burst.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "reads the resident size from /proc/self/statm, which Miri cannot open"
+)]
 fn reapers() {
     resident_size_drops_after_a_burst_without_a_manual_reap();
     a_started_reaper_ticks_and_stops_on_drop();
