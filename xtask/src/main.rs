@@ -181,7 +181,11 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         rows = collect::merge_with_previous(&csv, rows)?;
     }
     let machine = report::Machine::detect();
-    report::write(&out, &rows, &machine, args.quick)?;
+    let how = report::Invocation {
+        quick: args.quick,
+        filter: args.filter.as_deref(),
+    };
+    report::write(&out, &rows, &machine, &how)?;
     println!("\n{}", report::summary(&rows));
     println!(
         "xtask: {} figures in {:.0?}; wrote {} and {}",

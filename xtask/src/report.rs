@@ -107,7 +107,18 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "—".into(), |r| format!("{r:.2}x"))
 }
 
-pub fn write(out: &Path, rows: &[Row], machine: &Machine, quick: bool) -> Result<(), String> {
+/// How the report was asked for: `--quick`, and the `--filter` if any.
+pub struct Invocation<'a> {
+    pub quick: bool,
+    pub filter: Option<&'a str>,
+}
+
+pub fn write(
+    out: &Path,
+    rows: &[Row],
+    machine: &Machine,
+    how: &Invocation<'_>,
+) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut csv = String::from(CSV_HEADER);
     csv.push('\n');
@@ -121,19 +132,29 @@ pub fn write(out: &Path, rows: &[Row], machine: &Machine, quick: bool) -> Result
 
     let plots = plot::write_all(out, rows)?;
     let md_path = out.join("README.md");
-    std::fs::write(&md_path, markdown(rows, &plots, machine, quick))
+    std::fs::write(&md_path, markdown(rows, &plots, machine, how))
         .map_err(|e| format!("cannot write {}: {e}", md_path.display()))
 }
 
-fn markdown(rows: &[Row], plots: &[Plot], machine: &Machine, quick: bool) -> String {
+fn markdown(rows: &[Row], plots: &[Plot], machine: &Machine, how: &Invocation<'_>) -> String {
     let ratios = ratios(rows);
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmark results\n");
-    let _ = writeln!(
-        md,
-        "Written by `cargo xtask bench{}`; every figure in one run. Raw rows: [results.csv](results.csv).\n",
-        if quick { " --quick" } else { "" }
-    );
+    let quick = if how.quick { " --quick" } else { "" };
+    let _ = match how.filter {
+        None => writeln!(
+            md,
+            "Written by `cargo xtask bench{quick}`; every figure in one run. \
+             Raw rows: [results.csv](results.csv).\n"
+        ),
+        // Rows of the benchmarks not run were merged in from the last report.
+        Some(f) => writeln!(
+            md,
+            "Written by `cargo xtask bench{quick} --filter {f}`: the figures of the benchmarks it \
+             ran come from one run, the others' rows from the report before. \
+             Raw rows: [results.csv](results.csv).\n"
+        ),
+    };
     let _ = writeln!(
         md,
         "Machine: {}, {} cores, {}.\n",
