@@ -239,7 +239,7 @@ impl Cache {
             }
             // A buffer of the page layer: whatever reaches a magazine or a
             // slab is handed on whole.
-            Some(_) => crate::page::reclaim(ptr),
+            Some(_) => crate::page::layer_ptr(ptr),
             // Buffers of a page source of the cache's own keep the
             // caller's pointer (their pages' provenance need not be
             // exposed).

@@ -358,11 +358,16 @@ static GLOBAL: OnceLock<PageLayer> = OnceLock::new();
 /// than the block (a `Box` narrows it to its own size) or end with the
 /// caller's use, while magazines, slabs and `realloc` hand the block on
 /// whole: under Miri's Stacked Borrows the next owner's writes past the old
-/// size were undefined behaviour.
+/// size were undefined behaviour. Costs nothing at run time.
 #[inline(always)]
-pub(crate) fn reclaim(p: NonNull<u8>) -> NonNull<u8> {
-    // SAFETY: the address is that of `p`, which is not null.
-    unsafe { NonNull::new_unchecked(core::ptr::with_exposed_provenance_mut(p.as_ptr().addr())) }
+pub(crate) fn layer_ptr(p: NonNull<u8>) -> NonNull<u8> {
+    NonNull::with_exposed_provenance(p.addr())
+}
+
+/// [`layer_ptr`] for a raw pointer.
+#[inline(always)]
+pub(crate) fn layer_ptr_raw(p: *mut u8) -> *mut u8 {
+    core::ptr::with_exposed_provenance_mut(p.addr())
 }
 
 impl PageLayer {
