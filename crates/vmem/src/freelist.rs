@@ -159,15 +159,18 @@ impl FreeLists {
         }
         let w = from / 64;
         let bits = self.words[w] & (!0u64 << (from % 64));
-        if bits != 0 {
-            return Some(w * 64 + bits.trailing_zeros() as usize);
-        }
+        // Whether `from`'s own word has a list left is as good as random
+        // on a mixed workload, so both candidates are worked out and one is
+        // picked without a branch: the next non-empty word (clamped to a
+        // valid index; its bits are zero if there is none) or this one.
         let higher = self.summary & (!0u64 << (w + 1));
-        if higher == 0 {
+        let hw = (higher.trailing_zeros() as usize).min(WORDS - 1);
+        let hbits = if higher != 0 { self.words[hw] } else { 0 };
+        let (w, bits) = core::hint::select_unpredictable(bits != 0, (w, bits), (hw, hbits));
+        if bits == 0 {
             return None;
         }
-        let w = higher.trailing_zeros() as usize;
-        Some(w * 64 + self.words[w].trailing_zeros() as usize)
+        Some(w * 64 + bits.trailing_zeros() as usize)
     }
 
     #[inline]
@@ -316,8 +319,11 @@ mod tests {
         assert_eq!(f.first_nonempty(0), Some(list_of(100)));
         assert_eq!(f.first_nonempty(list_of(100) + 1), Some(NLISTS - 1));
         assert_eq!(f.marked(NLISTS - 1), Ok(true));
+        // From inside the last word, whose own bits answer.
+        assert_eq!(f.first_nonempty(NLISTS - 1), Some(NLISTS - 1));
         f.remove(&mut tags, t, far);
         assert_eq!(f.first_nonempty(list_of(100) + 1), None);
+        assert_eq!(f.first_nonempty(NLISTS - 1), None);
         assert_eq!(f.marked(NLISTS - 1), Ok(false));
         f.remove(&mut tags, u, 100);
         assert_eq!(f.first_nonempty(0), None);
