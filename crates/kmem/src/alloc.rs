@@ -425,7 +425,7 @@ pub fn kmem_zalloc(size: usize) -> Result<NonNull<u8>, KmemError> {
 /// `ptr` must not be used after the call.
 pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) -> Result<(), KmemError> {
     // Whatever reaches a magazine or a slab is handed on whole.
-    let ptr = crate::page::layer_ptr(ptr);
+    let ptr = crate::provenance::rederive(ptr);
     let addr = ptr.as_ptr() as usize;
     let bad = |why: &str| KmemError::BadFree {
         cache: "kmem_alloc",

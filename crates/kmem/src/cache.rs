@@ -233,18 +233,13 @@ impl Cache {
     #[inline(always)]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), KmemError> {
         let c = &*self.core;
-        let ptr = match c.owner {
-            Some(owner) if c.map.owner_of(ptr.as_ptr() as usize) != Some(owner) => {
-                return Err(c.foreign_free(ptr));
-            }
-            // A buffer of the page layer: whatever reaches a magazine or a
-            // slab is handed on whole.
-            Some(_) => crate::page::layer_ptr(ptr),
-            // Buffers of a page source of the cache's own keep the
-            // caller's pointer (their pages' provenance need not be
-            // exposed).
-            None => ptr,
-        };
+        if let Some(owner) = c.owner
+            && c.map.owner_of(ptr.as_ptr() as usize) != Some(owner)
+        {
+            return Err(c.foreign_free(ptr));
+        }
+        // Whatever reaches a magazine or a slab is handed on whole.
+        let ptr = crate::provenance::rederive(ptr);
         // SAFETY: the caller's promise; the owner was just checked.
         unsafe { self.free_checked(ptr) }
     }

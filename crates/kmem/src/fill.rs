@@ -56,7 +56,10 @@ unsafe impl PageSource for Pages {
                 crate::debug::log_slab(true, p.as_ptr() as usize, size);
                 Ok(p)
             }
-            Pages::Custom(s) => s.alloc_pages(size, align),
+            // Buffers given back are re-derived from this (`Cache::free`).
+            Pages::Custom(s) => s
+                .alloc_pages(size, align)
+                .inspect(|p| _ = p.expose_provenance()),
         }
     }
 

@@ -8,7 +8,7 @@ use crate::alloc::{
     alloc_aligned, class_alloc_hit, class_free, class_free_fast, large_alloc, large_free,
     owner_class, reap_classes,
 };
-use crate::page::layer_ptr_raw;
+use crate::provenance::rederive_raw;
 use crate::sizes::{class_for, class_for_nonzero};
 use crate::stats::CacheStats;
 
@@ -210,7 +210,7 @@ unsafe impl GlobalAlloc for Kmem {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // Whatever reaches a magazine or a slab is handed on whole.
-        let ptr = layer_ptr_raw(ptr);
+        let ptr = rederive_raw(ptr);
         if let Some(c) = class_for_nonzero(layout.size(), layout.align())
             && class_free_fast(c, ptr)
         {
@@ -250,7 +250,7 @@ unsafe impl GlobalAlloc for Kmem {
             // The same block, but not the caller's pointer: its provenance
             // may cover only the old size, and the caller goes on to the
             // new size through what we return.
-            return layer_ptr_raw(ptr);
+            return rederive_raw(ptr);
         }
         // SAFETY: the new layout keeps the (valid) alignment; size checked non-zero.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new, layout.align()) };

@@ -95,6 +95,7 @@ mod meta;
 mod moving;
 mod object;
 pub mod page;
+mod provenance;
 pub mod reaper;
 pub mod sizes;
 pub mod stats;

@@ -211,6 +211,8 @@ impl MetaHeap {
             .pages
             .alloc_pages(REGION, CHUNK)
             .map_err(|_| AllocError)?;
+        // Blocks given back are re-derived from this (`free`).
+        base.expose_provenance();
         *self.region.lock() = Region {
             cursor: base.as_ptr().wrapping_add(CHUNK),
             end: base.as_ptr().wrapping_add(REGION),
@@ -221,6 +223,8 @@ impl MetaHeap {
     #[cold]
     fn alloc_large(&self, len: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
         let p = self.pages.alloc_pages(len, align).map_err(|_| AllocError)?;
+        // Blocks given back are re-derived from this (`free`, `resize`).
+        p.expose_provenance();
         self.in_use.fetch_add(len, Ordering::Relaxed);
         Ok(p)
     }
@@ -229,6 +233,8 @@ impl MetaHeap {
     /// `ptr` came from `alloc` (or `resize`) with this `layout` and is not
     /// used again.
     unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
+        // The free list hands the block on whole.
+        let ptr = crate::provenance::rederive(ptr);
         // `alloc` computed the same kind, so this cannot fail.
         let Some(k) = kind(layout) else { return };
         match k {
@@ -271,6 +277,8 @@ impl MetaHeap {
         else {
             return None;
         };
+        // The caller goes on to the new size through what we return.
+        let ptr = crate::provenance::rederive(ptr);
         if old_len == new_len {
             return Some(ptr);
         }
@@ -278,6 +286,8 @@ impl MetaHeap {
         // allocation of `old_len` bytes from `pages` (earlier resizes kept
         // it so); on success the Allocator contract retires `ptr`.
         let q = unsafe { self.pages.resize_pages(ptr, old_len, new_len) }.ok()?;
+        // It may have moved: as in `alloc_large`.
+        q.expose_provenance();
         if new_len > old_len {
             self.in_use.fetch_add(new_len - old_len, Ordering::Relaxed);
         } else {
@@ -646,5 +656,44 @@ mod tests {
                 });
             }
         });
+    }
+
+    /// A caller may hand a block back through a pointer whose provenance
+    /// covers less than the block (one derived from a reference to a part
+    /// of it, as a narrowed `Box` has). The next owner of the block, and a
+    /// resize that keeps it in place, must still reach all of it: under
+    /// Miri this fails if the heap hands the caller's pointer on.
+    #[test]
+    fn narrowed_pointers_given_back_do_not_narrow_the_block() {
+        let l = Layout::from_size_align(16, 8).unwrap();
+        for _ in 0..2 {
+            let p = Meta.allocate(l).unwrap().cast::<u8>();
+            // SAFETY: `p` holds 16 bytes; the reference covers the first one.
+            let narrow = NonNull::from(unsafe { &mut *p.as_ptr() });
+            // SAFETY: our block, allocated with `l`, not used again.
+            unsafe { Meta.deallocate(narrow, l) };
+        }
+        let q = Meta.allocate(l).unwrap().cast::<u8>();
+        // SAFETY: a fresh 16-byte block.
+        unsafe {
+            q.as_ptr().write_bytes(1, 16);
+            Meta.deallocate(q, l);
+        }
+        // A large block grown within its last page stays where it is.
+        let old = Layout::from_size_align(5000, 8).unwrap();
+        let new = Layout::from_size_align(6000, 8).unwrap();
+        let p = Meta.allocate(old).unwrap().cast::<u8>();
+        // SAFETY: `p` holds 5000 bytes; the slice covers them.
+        let narrow =
+            NonNull::from(unsafe { &mut *core::ptr::slice_from_raw_parts_mut(p.as_ptr(), 5000) })
+                .cast::<u8>();
+        // SAFETY: our block, allocated with `old`; 6000 >= 5000.
+        let g = unsafe { Meta.grow(narrow, old, new) }.unwrap().cast::<u8>();
+        assert_eq!(g, p, "the same two pages");
+        // SAFETY: the grown block holds 6000 bytes.
+        unsafe {
+            g.as_ptr().write_bytes(2, 6000);
+            Meta.deallocate(g, new);
+        }
     }
 }

@@ -352,24 +352,6 @@ pub(crate) fn global_owner_of(addr: usize) -> Option<u32> {
 
 static GLOBAL: OnceLock<PageLayer> = OnceLock::new();
 
-/// A block of a page layer, given back by a caller, under the provenance
-/// every block of ours carries (the reservation's, exposed when its arena
-/// was made) rather than the caller's pointer's. That one may cover less
-/// than the block (a `Box` narrows it to its own size) or end with the
-/// caller's use, while magazines, slabs and `realloc` hand the block on
-/// whole: under Miri's Stacked Borrows the next owner's writes past the old
-/// size were undefined behaviour. Costs nothing at run time.
-#[inline(always)]
-pub(crate) fn layer_ptr(p: NonNull<u8>) -> NonNull<u8> {
-    NonNull::with_exposed_provenance(p.addr())
-}
-
-/// [`layer_ptr`] for a raw pointer.
-#[inline(always)]
-pub(crate) fn layer_ptr_raw(p: *mut u8) -> *mut u8 {
-    core::ptr::with_exposed_provenance_mut(p.addr())
-}
-
 impl PageLayer {
     /// A private page layer over `reserve` bytes of fresh address space.
     ///
