@@ -291,7 +291,9 @@ impl Source for Backing {
     fn release(&self, base: usize, size: usize) {
         // A failed decommit leaves the pages mapped; the range is still ours
         // and goes back to the arena either way.
-        let _ = self.kva.reservation.decommit(self.kva.offset(base), size);
+        // SAFETY: the page arena releases a span only when it is wholly
+        // free: every allocation in it was freed, and nothing uses it.
+        let _ = unsafe { self.kva.reservation.decommit(self.kva.offset(base), size) };
         self.kva.committed.fetch_sub(size, Ordering::Relaxed);
         let _ = self.kva.arena.free(base, size);
     }
@@ -477,7 +479,9 @@ impl PageLayer {
         // zero a new owner's data.
         kva.unmark(addr, size)
             .map_err(|why| bad_free(addr, size, why))?;
-        let _ = kva.reservation.discard(kva.offset(addr), size);
+        // SAFETY: the range was one allocation, claimed back just now, and
+        // the caller's promise says nothing uses it any more.
+        let _ = unsafe { kva.reservation.discard(kva.offset(addr), size) };
         if let Err(e) = self.pages.free(addr, size) {
             // The page map and the arena disagree: a bug, not bad input.
             panic!("kmem_pages: page map accepted a free the arena refused: {e}");
@@ -564,8 +568,8 @@ impl PageLayer {
         if !kva.reservation.contains(addr) {
             return Err(bad_free(addr, size, "not in the reserved address space"));
         }
-        kva.reservation
-            .decommit(kva.offset(addr), size)
+        // SAFETY: the caller's promise: nothing uses the range any more.
+        unsafe { kva.reservation.decommit(kva.offset(addr), size) }
             .map_err(|e| bad_free(addr, size, &e.to_string()))
     }
 

@@ -63,7 +63,8 @@ pub(crate) use os::{map_aligned, unmap};
 /// r.commit(0, 2 * p)?;
 /// // SAFETY: the first two pages are committed and nobody else uses them.
 /// unsafe { r.base().as_ptr().write(7) };
-/// r.decommit(0, 2 * p)?;       // the page goes back to the OS
+/// // SAFETY: nothing uses the two pages any more.
+/// unsafe { r.decommit(0, 2 * p)? }; // the pages go back to the OS
 /// assert!(r.commit(p, 3).is_err()); // lengths are whole pages
 /// # Ok::<(), kmem_sys::SysError>(())
 /// ```
@@ -143,18 +144,32 @@ impl Reservation {
     /// Returns the pages of `[offset, offset + len)` to the OS and removes
     /// access: resident size drops, and touching the range faults until it is
     /// committed again (after which it reads as zero).
-    pub fn decommit(&self, offset: usize, len: usize) -> Result<(), SysError> {
+    ///
+    /// # Safety
+    ///
+    /// Nothing may access the range, or rely on its contents, until it is
+    /// committed again: no reference into it may be live, and no other
+    /// holder of this reservation may be using it. (A shared `&Reservation`
+    /// cannot tell its holders apart, so the call cannot be safe.)
+    pub unsafe fn decommit(&self, offset: usize, len: usize) -> Result<(), SysError> {
         let at = self.check("decommit", offset, len)?;
-        // SAFETY: the range lies inside our own mapping (checked above).
+        // SAFETY: the range lies inside our own mapping (checked above);
+        // the caller vouches that nothing uses it.
         unsafe { os::decommit(at, len) }
     }
 
     /// Drops the contents of `[offset, offset + len)` but keeps it committed:
     /// resident size drops and the range reads as zero on next touch
     /// (`MADV_DONTNEED`). Cheaper than decommit + commit.
-    pub fn discard(&self, offset: usize, len: usize) -> Result<(), SysError> {
+    ///
+    /// # Safety
+    ///
+    /// Nothing may rely on the range's contents: no reference into it may
+    /// be live, and no other holder of this reservation may be using it.
+    pub unsafe fn discard(&self, offset: usize, len: usize) -> Result<(), SysError> {
         let at = self.check("discard", offset, len)?;
-        // SAFETY: the range lies inside our own mapping (checked above).
+        // SAFETY: the range lies inside our own mapping (checked above);
+        // the caller vouches that nothing relies on its contents.
         unsafe { os::discard(at, len) }
     }
 

@@ -51,7 +51,8 @@ fn commit_and_decommit_change_resident_size() {
         "RSS grew only from {before} to {touched} after touching {len} bytes"
     );
 
-    r.decommit(0, len).unwrap();
+    // SAFETY: nothing uses the range any more.
+    unsafe { r.decommit(0, len) }.unwrap();
     assert_eq!(r.resident_pages(0, len).unwrap(), 0);
     let after = resident_bytes().unwrap();
     assert!(
@@ -75,7 +76,8 @@ fn partial_decommit_keeps_the_rest() {
     let r = Reservation::new(8 * p).unwrap();
     r.commit(0, 8 * p).unwrap();
     touch_all(&r, 8 * p);
-    r.decommit(2 * p, 3 * p).unwrap();
+    // SAFETY: nothing uses pages 2..5 any more.
+    unsafe { r.decommit(2 * p, 3 * p) }.unwrap();
     assert_eq!(r.resident_pages(0, 8 * p).unwrap(), 5);
     // SAFETY: page 0 is still committed and holds what touch_all wrote.
     assert_eq!(unsafe { r.base().as_ptr().read() }, 1);
@@ -91,7 +93,8 @@ fn discard_zeroes_but_stays_usable() {
     let r = Reservation::new(4 * p).unwrap();
     r.commit(0, 4 * p).unwrap();
     touch_all(&r, 4 * p);
-    r.discard(0, 4 * p).unwrap();
+    // SAFETY: nothing relies on the contents any more.
+    unsafe { r.discard(0, 4 * p) }.unwrap();
     assert_eq!(r.resident_pages(0, 4 * p).unwrap(), 0);
     // SAFETY: still committed after discard.
     assert_eq!(unsafe { r.base().as_ptr().add(p).read() }, 0);
@@ -116,8 +119,12 @@ fn contents_follow_commit_decommit_and_discard() {
     r.commit(0, 4 * p).unwrap();
     // SAFETY: committed, written above.
     assert_eq!(unsafe { at(3).read() }, 4);
-    r.decommit(2 * p, 3 * p).unwrap();
-    r.discard(6 * p, p).unwrap();
+    // SAFETY: no reference into the pages is live, and the test reads
+    // them only after committing again, expecting zeros.
+    unsafe {
+        r.decommit(2 * p, 3 * p).unwrap();
+        r.discard(6 * p, p).unwrap();
+    }
     r.commit(2 * p, 3 * p).unwrap();
     for (page, want) in [1, 2, 0, 0, 0, 6, 0, 8].into_iter().enumerate() {
         // SAFETY: every page is committed again (discard keeps pages
@@ -152,7 +159,8 @@ fn misaligned_and_out_of_range_requests_are_refused() {
         "{e}"
     );
     assert!(e.to_string().contains("outside"), "{e}");
-    let e = r.decommit(8 * p, p).unwrap_err();
+    // SAFETY: refused before anything is touched.
+    let e = unsafe { r.decommit(8 * p, p) }.unwrap_err();
     assert!(
         matches!(e, SysError::OutOfRange { op: "decommit", .. }),
         "{e}"
