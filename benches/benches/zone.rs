@@ -41,29 +41,25 @@ struct ZoneSlot(Zone);
 struct Global<G>(G);
 struct KmemCache(kmem::Cache);
 
-impl Subject for KmemCache {
-    #[inline]
-    fn alloc(&self) -> NonNull<u8> {
-        self.0.alloc().unwrap()
-    }
-    #[inline]
-    unsafe fn free(&self, p: NonNull<u8>) {
-        // SAFETY: passed on from the caller.
-        unsafe { self.0.free(p).unwrap() }
-    }
+/// [`Subject`] for wrappers whose inner type has `alloc()` and
+/// `unsafe free(p)` of the subject's shape, returning `Result`s.
+macro_rules! subject_by_methods {
+    ($($t:ty),*) => {$(
+        impl Subject for $t {
+            #[inline]
+            fn alloc(&self) -> NonNull<u8> {
+                self.0.alloc().unwrap()
+            }
+            #[inline]
+            unsafe fn free(&self, p: NonNull<u8>) {
+                // SAFETY: passed on from the caller.
+                unsafe { self.0.free(p).unwrap() }
+            }
+        }
+    )*};
 }
 
-impl Subject for ZoneCpu {
-    #[inline]
-    fn alloc(&self) -> NonNull<u8> {
-        self.0.alloc().unwrap()
-    }
-    #[inline]
-    unsafe fn free(&self, p: NonNull<u8>) {
-        // SAFETY: passed on from the caller.
-        unsafe { self.0.free(p).unwrap() }
-    }
-}
+subject_by_methods!(KmemCache, ZoneCpu);
 
 impl Subject for ZoneSlot {
     #[inline]
