@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kmem_sys::sync::{Condvar, Mutex};
 
 use crate::client::Client;
-use crate::defrag::Defrag;
+use crate::defrag::{Buf, Defrag};
 use crate::engine::Shared;
 use crate::error::MoveError;
 use crate::reply::Move;
@@ -102,11 +102,7 @@ impl<C: Client> Consolidator<C> {
                 source,
             })?;
         self.shared.stats.notify.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .state
-            .lock()
-            .notify
-            .push_back(buf.as_ptr() as usize);
+        self.shared.state.lock().notify.push_back(Buf(buf));
         self.shared.wake.notify_all();
         Ok(())
     }
@@ -183,9 +179,8 @@ impl<C: Client> Drop for Consolidator<C> {
         };
         let keg = self.shared.client.keg();
         for p in &left {
-            let to = NonNull::new(p.to as *mut u8).expect("not 0");
             // SAFETY: a raw destination buffer of this keg, never handed out.
-            let r = unsafe { keg.free(to) };
+            let r = unsafe { keg.free(p.to.0) };
             debug_assert!(r.is_ok(), "{r:?}");
         }
         for id in left.iter().map(|p| p.slab).chain(dead) {

@@ -2,6 +2,7 @@
 //! by address, per-slab marks, the dead-slab list and the adaptive
 //! candidate threshold; and the policy tests on them.
 
+use core::ptr::NonNull;
 use std::collections::{HashMap, VecDeque};
 
 use kmem_slab::{KegStats, SlabId, SlabInfo};
@@ -17,14 +18,33 @@ pub(crate) struct Flags {
     pub notify: bool,
 }
 
-/// One pending move (illumos `kmem_move_t`). Addresses, so the state is
-/// `Send`.
+/// A buffer of the keg that the consolidator's state names: the old or new
+/// buffer of a pending move, a buffer named by `move_notify`, or the one
+/// that got a slab marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Buf(pub NonNull<u8>);
+
+// SAFETY: holding a `Buf` gives no access to the buffer; it is an address
+// with its provenance, kept under the consolidator lock. Whichever thread
+// takes a move from the state reaches the buffers under the move's rules
+// (the source slab pinned, the destination the consolidator's own), and a
+// notified buffer only goes to the keg's lookups until its move is queued.
+unsafe impl Send for Buf {}
+
+impl Buf {
+    /// The address, the key of the pending map and queue.
+    pub fn addr(self) -> usize {
+        self.0.addr().get()
+    }
+}
+
+/// One pending move (illumos `kmem_move_t`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Pending {
-    pub from: usize,
+    pub from: Buf,
     /// A raw destination buffer, taken from the keg when the move was
     /// queued so no later move picks it too.
-    pub to: usize,
+    pub to: Buf,
     pub slab: SlabId,
     pub flags: Flags,
 }
@@ -36,7 +56,7 @@ pub(crate) struct Mark {
     pub nomove: bool,
     pub later: u32,
     /// The buffer that got the slab marked (`slab_stuck_offset`).
-    pub stuck: Option<usize>,
+    pub stuck: Option<Buf>,
 }
 
 /// Everything the consolidator lock guards.
@@ -47,7 +67,7 @@ pub(crate) struct Defrag {
     /// Old-buffer addresses of pending moves not yet started.
     pub queue: VecDeque<usize>,
     /// Buffers named by `move_notify`, for the thread.
-    pub notify: VecDeque<usize>,
+    pub notify: VecDeque<Buf>,
     pub marks: HashMap<SlabId, Mark>,
     /// Source slabs of finished moves, pinned until no move is pending
     /// (`kmd_deadlist`): an emptied one is freed only then.
@@ -107,7 +127,7 @@ impl Defrag {
     /// illumos `kmem_slab_move_yes`: a move off `slab` worked (or the
     /// object went), so forget its refusals; a no-move mark goes only with
     /// the buffer that caused it.
-    pub fn move_yes(&mut self, slab: SlabId, from: usize) {
+    pub fn move_yes(&mut self, slab: SlabId, from: Buf) {
         let Some(m) = self.marks.get_mut(&slab) else {
             return;
         };
@@ -122,7 +142,7 @@ impl Defrag {
 
     /// illumos `kmem_slab_move_no`: mark a partial slab no-move because of
     /// `from`.
-    pub fn move_no(&mut self, slab: &SlabInfo, from: usize) {
+    pub fn move_no(&mut self, slab: &SlabInfo, from: Buf) {
         if !partial(slab) {
             return;
         }
@@ -138,7 +158,7 @@ impl Defrag {
 
     /// The `KMEM_CBRC_LATER` arm of `kmem_move_buffer`; true if it turned
     /// into a no (disbelief).
-    pub fn move_later(&mut self, slab: &SlabInfo, from: usize) -> bool {
+    pub fn move_later(&mut self, slab: &SlabInfo, from: Buf) -> bool {
         if !partial(slab) {
             return false;
         }
@@ -158,7 +178,7 @@ impl Defrag {
     /// when a slab leaves the partial list); `still_stuck` says whether a
     /// mark's stuck buffer is still allocated (freeing it clears the mark,
     /// as `kmem_slab_free` does).
-    pub fn refresh_marks(&mut self, partials: &[SlabInfo], still_stuck: impl Fn(usize) -> bool) {
+    pub fn refresh_marks(&mut self, partials: &[SlabInfo], still_stuck: impl Fn(Buf) -> bool) {
         self.marks.retain(|id, m| {
             partials.iter().any(|s| s.id == *id) && m.stuck.is_none_or(&still_stuck)
         });
@@ -187,7 +207,16 @@ pub(crate) fn is_fragmented(k: &KegStats) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use core::num::NonZeroUsize;
+
     use super::*;
+
+    /// A buffer that is never dereferenced: only its address matters.
+    fn buf(addr: usize) -> Buf {
+        Buf(NonNull::without_provenance(
+            NonZeroUsize::new(addr).unwrap(),
+        ))
+    }
 
     fn info(allocated: usize, capacity: usize) -> SlabInfo {
         // SlabId has no public constructor: borrow one from a real keg.
@@ -240,15 +269,15 @@ mod tests {
         let mut d = Defrag::new();
         let s = info(2, 64);
         for _ in 1..DISBELIEF {
-            assert!(!d.move_later(&s, 0x1000));
+            assert!(!d.move_later(&s, buf(0x1000)));
         }
-        assert!(d.move_later(&s, 0x1000));
+        assert!(d.move_later(&s, buf(0x1000)));
         assert!(d.marks[&s.id].nomove);
         assert!(!d.reclaimable(&s, Flags::default()));
         // Another buffer moving does not clear the mark; the stuck one does.
-        d.move_yes(s.id, 0x2000);
+        d.move_yes(s.id, buf(0x2000));
         assert!(d.marks[&s.id].nomove);
-        d.move_yes(s.id, 0x1000);
+        d.move_yes(s.id, buf(0x1000));
         assert!(!d.marks.contains_key(&s.id));
     }
 

@@ -18,7 +18,7 @@ use kmem_slab::{SlabError, SlabId};
 use kmem_sys::sync::{Condvar, Mutex};
 
 use crate::client::Client;
-use crate::defrag::{Defrag, Flags, Pending, is_fragmented};
+use crate::defrag::{Buf, Defrag, Flags, Pending, is_fragmented};
 use crate::reply::{Move, MoveFn};
 use crate::stats::Counters;
 use crate::{RECLAIM_MAX_SLABS, RECLAIM_SCAN_RANGE};
@@ -53,10 +53,6 @@ fn bump(c: &core::sync::atomic::AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-fn ptr(addr: usize) -> NonNull<u8> {
-    NonNull::new(addr as *mut u8).expect("buffer addresses are never 0")
-}
-
 impl<C: Client> Shared<C> {
     /// illumos `kmem_move_buffers`: walks the partial slabs from the
     /// least-used end, scanning at most `max_scan` and taking at most
@@ -76,7 +72,7 @@ impl<C: Client> Shared<C> {
         };
         self.state
             .lock()
-            .refresh_marks(&partials, |b| keg.is_allocated(ptr(b)).unwrap_or(false));
+            .refresh_marks(&partials, |b| keg.is_allocated(b.0).unwrap_or(false));
         let mut sources = HashSet::new();
         let mut found = 0;
         // Index 0 is the most-used slab, where destinations come from.
@@ -93,7 +89,7 @@ impl<C: Client> Shared<C> {
                 return None;
             };
             for buf in bufs {
-                match self.begin(slab.id, buf.as_ptr() as usize, flags, &sources) {
+                match self.begin(slab.id, Buf(buf), flags, &sources) {
                     Begin::Queued | Begin::Skipped => {}
                     Begin::NoDestination => {
                         bump(&self.stats.no_destination);
@@ -109,10 +105,10 @@ impl<C: Client> Shared<C> {
 
     /// illumos `kmem_move_begin`: registers a pending move of `from` with a
     /// destination buffer taken now, and queues it.
-    fn begin(&self, slab: SlabId, from: usize, flags: Flags, sources: &HashSet<SlabId>) -> Begin {
+    fn begin(&self, slab: SlabId, from: Buf, flags: Flags, sources: &HashSet<SlabId>) -> Begin {
         let keg = self.client.keg();
         let mut st = self.state.lock();
-        if let Some(p) = st.pending.get_mut(&from) {
+        if let Some(p) = st.pending.get_mut(&from.addr()) {
             p.flags.desperate |= flags.desperate;
             bump(&self.stats.already_pending);
             return Begin::Skipped;
@@ -148,15 +144,15 @@ impl<C: Client> Shared<C> {
             };
         }
         st.pending.insert(
-            from,
+            from.addr(),
             Pending {
                 from,
-                to: to.as_ptr() as usize,
+                to: Buf(to),
                 slab,
                 flags,
             },
         );
-        st.queue.push_back(from);
+        st.queue.push_back(from.addr());
         Begin::Queued
     }
 
@@ -188,7 +184,7 @@ impl<C: Client> Shared<C> {
     /// the client, act on the reply, end the move.
     fn run(&self, p: Pending) {
         let keg = self.client.keg();
-        let (from, to) = (ptr(p.from), ptr(p.to));
+        let (from, to) = (p.from.0, p.to.0);
         // The source slab is pinned, so it is still there.
         let info = keg.slab_info(p.slab).expect("a pinned slab stays");
         if !self.state.lock().reclaimable(&info, p.flags) {
@@ -254,8 +250,8 @@ impl<C: Client> Shared<C> {
     fn end(&self, p: Pending) {
         let dead = {
             let mut st = self.state.lock();
-            let gone = st.pending.remove(&p.from);
-            debug_assert!(gone.is_some(), "move of {:#x} was not pending", p.from);
+            let gone = st.pending.remove(&p.from.addr());
+            debug_assert!(gone.is_some(), "move of {:p} was not pending", p.from.0);
             st.dead.push(p.slab);
             if !st.pending.is_empty() {
                 return;
@@ -290,12 +286,12 @@ impl<C: Client> Shared<C> {
     }
 
     /// illumos `kmem_cache_move_notify_task`: `buf` may be movable now.
-    pub fn notify_task(&self, buf: usize) {
+    pub fn notify_task(&self, buf: Buf) {
         let keg = self.client.keg();
-        let Ok(slab) = keg.slab_of(ptr(buf)) else {
+        let Ok(slab) = keg.slab_of(buf.0) else {
             return;
         };
-        if !keg.is_allocated(ptr(buf)).unwrap_or(false) {
+        if !keg.is_allocated(buf.0).unwrap_or(false) {
             return;
         }
         let many = keg.stats().partial_slabs > 1;
