@@ -63,7 +63,7 @@ fn no_marks_the_slab_and_notify_retries() {
         c,
         move |o, n, s| {
             if r.load(Ordering::SeqCst) == 1 {
-                l.lock().unwrap().push(o.as_ptr() as usize);
+                l.lock().unwrap().push(Obj(o));
                 Move::No
             } else {
                 yes(o, n, s)
@@ -92,20 +92,19 @@ fn no_marks_the_slab_and_notify_retries() {
     // the mark and is retried; notifying the others changes nothing.
     refuse.store(0, Ordering::SeqCst);
     let keg = &cons.client().keg;
-    let slab_of = |a: usize| keg.slab_of(NonNull::new(a as *mut u8).unwrap()).unwrap();
+    let slab_of = |o: Obj| keg.slab_of(o.0).unwrap();
     let refused = refused.lock().unwrap().clone();
     let slab = slab_of(refused[refused.len() - 1]);
-    let mine: Vec<usize> = refused
+    let mine: Vec<Obj> = refused
         .into_iter()
-        .filter(|&a| slab_of(a) == slab)
+        .filter(|&o| slab_of(o) == slab)
         .collect();
     let ids: Vec<u64> = {
         let t = table.lock().unwrap();
-        mine.iter().map(|a| t.by_addr[a]).collect()
+        mine.iter().map(|o| t.by_addr[&o.addr()]).collect()
     };
-    for &addr in &mine {
-        cons.move_notify(NonNull::new(addr as *mut u8).unwrap())
-            .unwrap();
+    for o in &mine {
+        cons.move_notify(o.0).unwrap();
         cons.wait_idle();
     }
     let s2 = cons.stats();
@@ -189,7 +188,7 @@ fn dont_know_hunts_the_magazines() {
         let ids: Vec<u64> = t.by_id.keys().copied().step_by(3).collect();
         ids.iter()
             .map(|id| {
-                let a = t.by_id.remove(id).unwrap();
+                let a = t.by_id.remove(id).unwrap().addr();
                 t.by_addr.remove(&a);
                 a
             })
@@ -215,7 +214,7 @@ fn dont_know_hunts_the_magazines() {
 fn slabs_emptied_while_moves_are_pending_wait_on_the_dead_list() {
     let c = client();
     let table = fragment(&c, per(&c) * 4, 8);
-    let (entered_tx, entered) = mpsc::channel::<usize>();
+    let (entered_tx, entered) = mpsc::channel::<Obj>();
     let (release, release_rx) = mpsc::channel::<()>();
     let release_rx = Mutex::new(release_rx);
     let yes = mover(table.clone());
@@ -224,7 +223,7 @@ fn slabs_emptied_while_moves_are_pending_wait_on_the_dead_list() {
         c,
         move |o, n, s| {
             if first.swap(0, Ordering::SeqCst) == 1 {
-                entered_tx.send(o.as_ptr() as usize).unwrap();
+                entered_tx.send(Obj(o)).unwrap();
                 release_rx.lock().unwrap().recv().unwrap();
             }
             yes(o, n, s)
@@ -236,27 +235,19 @@ fn slabs_emptied_while_moves_are_pending_wait_on_the_dead_list() {
         sc.spawn(|| cons.defragment());
         let old = entered.recv().unwrap();
         let c = cons.client();
-        let slab = c
-            .keg
-            .slab_of(NonNull::new(old as *mut u8).unwrap())
-            .unwrap();
+        let slab = c.keg.slab_of(old.0).unwrap();
         // Free every live object of that slab while its moves are pending.
         let mut t = table.lock().unwrap();
         let on_slab: Vec<u64> = t
             .by_id
             .iter()
-            .filter(|(_, a)| {
-                c.keg
-                    .slab_of(NonNull::new(**a as *mut u8).unwrap())
-                    .unwrap()
-                    == slab
-            })
+            .filter(|(_, o)| c.keg.slab_of(o.0).unwrap() == slab)
             .map(|(id, _)| *id)
             .collect();
         for id in on_slab {
-            let a = t.by_id.remove(&id).unwrap();
-            t.by_addr.remove(&a);
-            free(c, a);
+            let o = t.by_id.remove(&id).unwrap();
+            t.by_addr.remove(&o.addr());
+            free(c, o.0);
         }
         drop(t);
         assert_eq!(c.keg.slab_info(slab).unwrap().allocated, 0);

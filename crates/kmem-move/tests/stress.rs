@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -90,43 +89,38 @@ fn worker(c: &TestClient, table: &Mutex<Table>, next_id: &AtomicU64, seed: u64) 
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let p = c.keg.alloc().unwrap();
                 assert!(kmem_move::Client::construct(c, p));
-                let a = p.as_ptr() as usize;
-                write(a, id);
+                write(p, id);
                 let mut t = table.lock().unwrap();
-                t.by_id.insert(id, a);
-                t.by_addr.insert(a, id);
+                t.by_id.insert(id, Obj(p));
+                t.by_addr.insert(Obj(p).addr(), id);
                 mine.push(id);
             }
             _ if !mine.is_empty() => {
                 let id = mine.swap_remove((rng >> 8) as usize % mine.len());
-                let a = {
+                let o = {
                     let mut t = table.lock().unwrap();
-                    let a = t.by_id.remove(&id).unwrap();
-                    assert_eq!(read(a), [id, !id], "object {id} intact at its free");
-                    t.by_addr.remove(&a);
-                    a
+                    let o = t.by_id.remove(&id).unwrap();
+                    assert_eq!(read(o.0), [id, !id], "object {id} intact at its free");
+                    t.by_addr.remove(&o.addr());
+                    o
                 };
-                free(c, a);
+                free(c, o.0);
             }
             _ => {}
         }
         if let Some(&id) = mine.last() {
             let t = table.lock().unwrap();
-            let a = t.by_id[&id];
-            assert_eq!(read(a), [id, !id], "object {id}");
-            assert!(
-                c.keg
-                    .is_allocated(NonNull::new(a as *mut u8).unwrap())
-                    .unwrap()
-            );
+            let o = t.by_id[&id];
+            assert_eq!(read(o.0), [id, !id], "object {id}");
+            assert!(c.keg.is_allocated(o.0).unwrap());
         }
     }
     let mut t = table.lock().unwrap();
     for id in mine {
-        let a = t.by_id.remove(&id).unwrap();
-        t.by_addr.remove(&a);
+        let o = t.by_id.remove(&id).unwrap();
+        t.by_addr.remove(&o.addr());
         drop(t);
-        free(c, a);
+        free(c, o.0);
         t = table.lock().unwrap();
     }
 }

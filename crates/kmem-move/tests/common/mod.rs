@@ -49,10 +49,26 @@ impl std::hash::Hasher for Mix {
 
 pub type Map<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Mix>>;
 
+/// A live object's buffer, as the keg or the consolidator handed it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Obj(pub NonNull<u8>);
+
+// SAFETY: holding an `Obj` gives no access to the object; the tests reach it
+// only while the table says it lives there, under the table's lock or as
+// the move callback's `old`.
+unsafe impl Send for Obj {}
+
+impl Obj {
+    /// The address, the key of [`Table::by_addr`].
+    pub fn addr(self) -> usize {
+        self.0.addr().get()
+    }
+}
+
 /// Live objects by id and by address.
 #[derive(Default)]
 pub struct Table {
-    pub by_id: Map<u64, usize>,
+    pub by_id: Map<u64, Obj>,
     pub by_addr: Map<usize, u64>,
 }
 
@@ -106,14 +122,14 @@ pub fn client() -> TestClient {
     }
 }
 
-pub fn write(addr: usize, id: u64) {
+pub fn write(p: NonNull<u8>, id: u64) {
     // SAFETY: a live object of the test keg.
-    unsafe { (addr as *mut [u64; 2]).write([id, !id]) };
+    unsafe { p.cast::<[u64; 2]>().write([id, !id]) };
 }
 
-pub fn read(addr: usize) -> [u64; 2] {
+pub fn read(p: NonNull<u8>) -> [u64; 2] {
     // SAFETY: as above.
-    unsafe { (addr as *const [u64; 2]).read() }
+    unsafe { p.cast::<[u64; 2]>().read() }
 }
 
 /// Allocates `n` objects, then frees all but every `keep`-th, leaving the
@@ -128,22 +144,21 @@ pub fn fragment(c: &TestClient, n: usize, keep: usize) -> Arc<Mutex<Table>> {
     for id in 0..n as u64 {
         let p = c.keg.alloc().unwrap();
         c.construct(p);
-        write(p.as_ptr() as usize, id);
-        all.push((id, p.as_ptr() as usize));
+        write(p, id);
+        all.push((id, Obj(p)));
     }
-    for (i, (id, a)) in all.into_iter().enumerate() {
+    for (i, (id, o)) in all.into_iter().enumerate() {
         if i % keep == 0 {
-            t.by_id.insert(id, a);
-            t.by_addr.insert(a, id);
+            t.by_id.insert(id, o);
+            t.by_addr.insert(o.addr(), id);
         } else {
-            free(c, a);
+            free(c, o.0);
         }
     }
     Arc::new(Mutex::new(t))
 }
 
-pub fn free(c: &TestClient, addr: usize) {
-    let p = NonNull::new(addr as *mut u8).unwrap();
+pub fn free(c: &TestClient, p: NonNull<u8>) {
     c.destroy(p);
     // SAFETY: a live buffer of this keg, freed once.
     unsafe { c.keg.free(p) }.unwrap();
@@ -153,15 +168,15 @@ pub fn free(c: &TestClient, addr: usize) {
 pub fn mover(table: Arc<Mutex<Table>>) -> impl Fn(NonNull<u8>, NonNull<u8>, usize) -> Move {
     move |old, new, size| {
         assert_eq!(size, SIZE);
-        let (old, new) = (old.as_ptr() as usize, new.as_ptr() as usize);
+        let (old, new) = (Obj(old), Obj(new));
         let mut t = table.lock().unwrap();
-        let Some(id) = t.by_addr.remove(&old) else {
+        let Some(id) = t.by_addr.remove(&old.addr()) else {
             return Move::DontKnow;
         };
-        assert_eq!(read(new), [u64::MAX, 0], "the destination is constructed");
-        assert_eq!(read(old), [id, !id], "object {id} intact before its move");
-        write(new, id);
-        t.by_addr.insert(new, id);
+        assert_eq!(read(new.0), [u64::MAX, 0], "the destination is constructed");
+        assert_eq!(read(old.0), [id, !id], "object {id} intact before its move");
+        write(new.0, id);
+        t.by_addr.insert(new.addr(), id);
         t.by_id.insert(id, new);
         Move::Yes
     }
@@ -175,12 +190,9 @@ pub fn verify(c: &TestClient, table: &Mutex<Table>) {
 /// As [`verify`], given only the keg.
 pub fn verify_keg(keg: &Keg, table: &Mutex<Table>) {
     let t = table.lock().unwrap();
-    for (&id, &a) in &t.by_id {
-        assert_eq!(read(a), [id, !id], "object {id} at {a:#x}");
-        assert!(
-            keg.is_allocated(NonNull::new(a as *mut u8).unwrap())
-                .unwrap()
-        );
+    for (&id, &o) in &t.by_id {
+        assert_eq!(read(o.0), [id, !id], "object {id} at {:p}", o.0);
+        assert!(keg.is_allocated(o.0).unwrap());
     }
     assert_eq!(t.by_id.len(), t.by_addr.len());
     keg.check().unwrap();
