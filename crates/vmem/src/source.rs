@@ -100,32 +100,26 @@ where
     }
 }
 
-impl<S: Source + ?Sized> Source for Arc<S> {
-    #[inline]
-    fn imports(&self) -> bool {
-        (**self).imports()
-    }
+/// Implements [`Source`] for pointers to a source by forwarding every
+/// method, `imports` too: a pointer that took the default instead would
+/// make an arena over `&NoSource` try to import.
+macro_rules! forward_source {
+    ($($pointer:ty),+) => {$(
+        impl<S: Source + ?Sized> Source for $pointer {
+            #[inline]
+            fn imports(&self) -> bool {
+                (**self).imports()
+            }
 
-    fn import(&self, size: usize) -> Option<usize> {
-        (**self).import(size)
-    }
+            fn import(&self, size: usize) -> Option<usize> {
+                (**self).import(size)
+            }
 
-    fn release(&self, base: usize, size: usize) {
-        (**self).release(base, size)
-    }
+            fn release(&self, base: usize, size: usize) {
+                (**self).release(base, size)
+            }
+        }
+    )+};
 }
 
-impl<S: Source + ?Sized> Source for &S {
-    #[inline]
-    fn imports(&self) -> bool {
-        (**self).imports()
-    }
-
-    fn import(&self, size: usize) -> Option<usize> {
-        (**self).import(size)
-    }
-
-    fn release(&self, base: usize, size: usize) {
-        (**self).release(base, size)
-    }
-}
+forward_source!(Arc<S>, &S);
