@@ -8,17 +8,30 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use allocator_api2::alloc::{AllocError, Allocator, Global, Layout};
-use kmem_vmem::{Constraints, ImportFns, Policy, Vmem, VmemError};
+use kmem_vmem::{Builder, Constraints, ImportFns, Policy, Vmem, VmemError};
 
-/// A parent of 1 MiB in 4 KiB quanta, and a child importing 64 KiB spans.
+/// A parent arena over `[base, base + size)` in `quantum`-byte quanta.
+fn parent(base: usize, size: usize, quantum: usize) -> Vmem {
+    Vmem::builder("parent")
+        .span(base, size)
+        .quantum(quantum)
+        .build()
+        .unwrap()
+}
+
+/// A child of `parent` in the same quanta that borrows it as its source,
+/// importing in multiples of `import_quantum` bytes; add settings, then
+/// build.
+fn child_of(parent: &Vmem, import_quantum: usize) -> Builder<Global, &Vmem> {
+    Vmem::builder("child")
+        .quantum(parent.quantum())
+        .source(parent, import_quantum)
+}
+
+/// A parent of 1 MiB in 4 KiB quanta, and a child that shares it through
+/// an `Arc` and imports 64 KiB spans.
 fn parent_and_child() -> (Arc<Vmem>, Vmem<Global, Arc<Vmem>>) {
-    let parent = Arc::new(
-        Vmem::builder("parent")
-            .span(0x10_0000, 0x10_0000)
-            .quantum(0x1000)
-            .build()
-            .unwrap(),
-    );
+    let parent = Arc::new(parent(0x10_0000, 0x10_0000, 0x1000));
     let child = Vmem::builder("child")
         .quantum(0x1000)
         .source(parent.clone(), 0x1_0000)
@@ -63,16 +76,8 @@ fn an_exclusive_free_releases_a_wholly_free_span_to_the_parent() {
 
 #[test]
 fn an_aligned_request_imports_a_padded_span() {
-    let parent = Vmem::builder("p")
-        .span(0x1000, 1 << 24)
-        .quantum(0x1000)
-        .build()
-        .unwrap();
-    let child = Vmem::builder("c")
-        .quantum(0x1000)
-        .source(&parent, 0x1000)
-        .build()
-        .unwrap();
+    let parent = parent(0x1000, 1 << 24, 0x1000);
+    let child = child_of(&parent, 0x1000).build().unwrap();
     let c = kmem_vmem::Constraints {
         align: 0x10_0000,
         ..Default::default()
@@ -159,17 +164,8 @@ fn a_failing_or_bogus_import_is_an_error_not_a_corruption() {
 
 #[test]
 fn the_limit_caps_imported_bytes() {
-    let parent = Vmem::builder("p")
-        .span(0, 1 << 20)
-        .quantum(0x100)
-        .build()
-        .unwrap();
-    let child = Vmem::builder("c")
-        .quantum(0x100)
-        .source(&parent, 0x1000)
-        .limit(0x2000)
-        .build()
-        .unwrap();
+    let parent = parent(0, 1 << 20, 0x100);
+    let child = child_of(&parent, 0x1000).limit(0x2000).build().unwrap();
     child.alloc(0x1000, Policy::InstantFit).unwrap();
     child.alloc(0x1000, Policy::InstantFit).unwrap();
     assert!(child.alloc(0x100, Policy::InstantFit).is_err());
@@ -262,17 +258,9 @@ fn a_waiting_allocation_times_out() {
 
 #[test]
 fn dropping_a_child_returns_its_spans() {
-    let parent = Vmem::builder("p")
-        .span(0, 1 << 20)
-        .quantum(0x100)
-        .build()
-        .unwrap();
+    let parent = parent(0, 1 << 20, 0x100);
     {
-        let child = Vmem::builder("c")
-            .quantum(0x100)
-            .source(&parent, 0x1000)
-            .build()
-            .unwrap();
+        let child = child_of(&parent, 0x1000).build().unwrap();
         child.alloc(0x100, Policy::InstantFit).unwrap();
         child.alloc(0x2000, Policy::InstantFit).unwrap();
         assert_eq!(parent.stats().allocated, 0x3000);
