@@ -45,33 +45,32 @@ pub unsafe trait PageSource: Send + Sync {
     unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, align: usize);
 }
 
-// SAFETY: forwards to a source that upholds the contract.
-unsafe impl<S: PageSource + ?Sized> PageSource for &S {
-    fn alloc_pages(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
-        (**self).alloc_pages(size, align)
-    }
-    fn alloc_pages_zeroed(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
-        (**self).alloc_pages_zeroed(size, align)
-    }
-    unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, align: usize) {
-        // SAFETY: the caller's guarantees are passed on unchanged.
-        unsafe { (**self).free_pages(ptr, size, align) }
-    }
+/// Implements [`PageSource`] for pointers to a source by forwarding every
+/// method, `alloc_pages_zeroed` too: a pointer that took the default would
+/// memset pages the source hands out zeroed already.
+macro_rules! forward_page_source {
+    ($($pointer:ty),+) => {$(
+        // SAFETY: forwards to a source that upholds the contract.
+        unsafe impl<S: PageSource + ?Sized> PageSource for $pointer {
+            fn alloc_pages(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
+                (**self).alloc_pages(size, align)
+            }
+            fn alloc_pages_zeroed(
+                &self,
+                size: usize,
+                align: usize,
+            ) -> Result<NonNull<u8>, SysError> {
+                (**self).alloc_pages_zeroed(size, align)
+            }
+            unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, align: usize) {
+                // SAFETY: the caller's guarantees are passed on unchanged.
+                unsafe { (**self).free_pages(ptr, size, align) }
+            }
+        }
+    )+};
 }
 
-// SAFETY: forwards to a source that upholds the contract.
-unsafe impl<S: PageSource + ?Sized> PageSource for Arc<S> {
-    fn alloc_pages(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
-        (**self).alloc_pages(size, align)
-    }
-    fn alloc_pages_zeroed(&self, size: usize, align: usize) -> Result<NonNull<u8>, SysError> {
-        (**self).alloc_pages_zeroed(size, align)
-    }
-    unsafe fn free_pages(&self, ptr: NonNull<u8>, size: usize, align: usize) {
-        // SAFETY: the caller's guarantees are passed on unchanged.
-        unsafe { (**self).free_pages(ptr, size, align) }
-    }
-}
+forward_page_source!(&S, Arc<S>);
 
 /// Pages straight from the OS: one anonymous `mmap` per allocation (over-mapped
 /// and trimmed when more than page alignment is asked), `munmap` on free.
