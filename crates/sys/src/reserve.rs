@@ -243,12 +243,27 @@ impl Drop for Reservation {
     }
 }
 
+/// What to ask for so that `size` bytes aligned to `align` fit wherever the
+/// block lands: returns the alignment (at least a page) and the span, `size`
+/// plus `align - page` bytes of slack. [`SysError::InvalidSize`] for `op`
+/// when the span overflows. Both the OS path and the Miri path over-allocate
+/// by this span.
+fn aligned_span(size: usize, align: usize, op: &'static str) -> Result<(usize, usize), SysError> {
+    let page = page_size();
+    let align = align.max(page);
+    let span = size
+        .checked_add(align - page)
+        .ok_or(SysError::InvalidSize { op, size })?;
+    Ok((align, span))
+}
+
 /// The reservation's system calls: `mmap`, `mprotect`, `madvise`, `mincore`
 /// and `munmap` on the kernel's address space.
 #[cfg(not(miri))]
 mod os {
     use core::ptr::NonNull;
 
+    use super::aligned_span;
     use crate::error::SysError;
     use crate::page::page_size;
 
@@ -377,11 +392,7 @@ mod os {
         prot: libc::c_int,
         op: &'static str,
     ) -> Result<NonNull<u8>, SysError> {
-        let page = page_size();
-        let align = align.max(page);
-        let span = size
-            .checked_add(align - page)
-            .ok_or(SysError::InvalidSize { op, size })?;
+        let (align, span) = aligned_span(size, align, op)?;
         // SAFETY: an anonymous mapping at an address of the kernel's choosing.
         let p = unsafe {
             libc::mmap(
@@ -436,6 +447,7 @@ mod os {
     use std::alloc::System;
     use std::io;
 
+    use super::aligned_span;
     use crate::error::SysError;
     use crate::page::page_size;
 
@@ -468,12 +480,8 @@ mod os {
     /// `size` zeroed bytes aligned to `align`, inside a larger block.
     pub(super) fn reserve(size: usize, align: usize) -> Result<(NonNull<u8>, Origin), SysError> {
         let op = "reserve";
+        let (align, span) = aligned_span(size, align, op)?;
         let page = page_size();
-        let align = align.max(page);
-        // The same overflow check as the OS path's over-mapping.
-        let span = size
-            .checked_add(align - page)
-            .ok_or(SysError::InvalidSize { op, size })?;
         // The block is only 16-aligned: it needs the rest of the page too.
         let block_size = span.checked_add(page).filter(|&s| s < MAX_SPAN);
         let layout = block_size
