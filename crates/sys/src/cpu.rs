@@ -166,6 +166,25 @@ mod tests {
     mod pinned {
         use super::super::*;
 
+        // The `rseq` module where it is compiled (on Linux: x86_64 or
+        // aarch64, not Miri), else a stand-in that never finds an rseq area,
+        // so that the tests below need no `cfg` of their own.
+        #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
+        use crate::rseq;
+
+        #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri))))]
+        mod rseq {
+            /// No rseq area on this target.
+            pub(super) fn available() -> bool {
+                false
+            }
+
+            /// No rseq area, so no CPU id from it.
+            pub(super) fn cpu_id() -> Option<u32> {
+                None
+            }
+        }
+
         fn affinity() -> libc::cpu_set_t {
             // SAFETY: cpu_set_t is plain bits; all-zero is the empty set.
             let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -205,7 +224,6 @@ mod tests {
         /// Pins the calling thread to each CPU it may run on in turn and
         /// checks that `current_cpu` (and, when asked, the raw rseq id)
         /// names that CPU, as `sched_getcpu` does; restores the mask.
-        #[cfg_attr(miri, allow(unused_variables, reason = "no rseq under Miri"))]
         pub(super) fn agrees_with_sched_getcpu_on_every_cpu(expect_rseq: bool) {
             let allowed = affinity();
             let n = cpu_count();
@@ -224,13 +242,8 @@ mod tests {
                     assert_eq!(sched_getcpu(), cpu);
                     assert_eq!(current_cpu(), cpu % n, "current_cpu pinned to {cpu}");
                     assert_eq!(fallback_cpu(), cpu % n, "fallback pinned to {cpu}");
-                    #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
                     if expect_rseq {
-                        assert_eq!(
-                            crate::rseq::cpu_id(),
-                            Some(cpu as u32),
-                            "rseq pinned to {cpu}"
-                        );
+                        assert_eq!(rseq::cpu_id(), Some(cpu as u32), "rseq pinned to {cpu}");
                     }
                 }
                 visited += 1;
@@ -248,13 +261,10 @@ mod tests {
             ignore = "pins the thread with sched_setaffinity and asks sched_getcpu, which Miri cannot"
         )]
         fn current_cpu_agrees_with_sched_getcpu() {
-            #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
-            let rseq = crate::rseq::available();
-            #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri))))]
-            let rseq = false;
+            let expect_rseq = rseq::available();
             // A thread of its own, so a failed assertion cannot leave the
             // test harness's thread pinned.
-            std::thread::spawn(move || agrees_with_sched_getcpu_on_every_cpu(rseq))
+            std::thread::spawn(move || agrees_with_sched_getcpu_on_every_cpu(expect_rseq))
                 .join()
                 .unwrap();
         }
@@ -273,8 +283,7 @@ mod tests {
         )]
         fn fallback_when_rseq_is_off() {
             if std::env::var_os(CHILD).is_some() {
-                #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
-                assert!(!crate::rseq::available(), "rseq still on in the child");
+                assert!(!rseq::available(), "rseq still on in the child");
                 agrees_with_sched_getcpu_on_every_cpu(false);
                 return;
             }
