@@ -18,14 +18,20 @@ use kmem_sys::sync::Mutex;
 /// Settings for a new [`Zone`]; finish with [`build`](ZoneBuilder::build) or
 /// [`build_boot`](ZoneBuilder::build_boot).
 pub struct ZoneBuilder<S = OsPages, A = Global> {
-    pub(crate) name: Cow<'static, str>,
-    pub(crate) size: usize,
-    pub(crate) nentries: usize,
-    pub(crate) flags: ZoneFlags,
-    pub(crate) cpus: usize,
-    pub(crate) burst: usize,
-    pub(crate) source: S,
-    pub(crate) alloc: A,
+    settings: Settings,
+    source: S,
+    alloc: A,
+}
+
+/// What a [`ZoneBuilder`] gathers apart from its typed parts (page source,
+/// metadata allocator), so changing one of those moves it whole.
+struct Settings {
+    name: Cow<'static, str>,
+    size: usize,
+    nentries: usize,
+    flags: ZoneFlags,
+    cpus: usize,
+    burst: usize,
 }
 
 impl Zone {
@@ -33,12 +39,14 @@ impl Zone {
     /// from a fresh [`OsPages`] and metadata from the global allocator.
     pub fn builder(name: impl Into<Cow<'static, str>>, size: usize) -> ZoneBuilder {
         ZoneBuilder {
-            name: name.into(),
-            size,
-            nentries: 0,
-            flags: ZoneFlags::NONE,
-            cpus: cpu_count(),
-            burst: 0,
+            settings: Settings {
+                name: name.into(),
+                size,
+                nentries: 0,
+                flags: ZoneFlags::NONE,
+                cpus: cpu_count(),
+                burst: 0,
+            },
             source: OsPages::new(),
             alloc: Global,
         }
@@ -54,13 +62,13 @@ impl<S, A> ZoneBuilder<S, A> {
     /// Items reserved up front by a [`ZoneFlags::INTERRUPT`] zone (the seed's
     /// `nentries`; ignored otherwise).
     pub fn nentries(mut self, n: usize) -> Self {
-        self.nentries = n;
+        self.settings.nentries = n;
         self
     }
 
     /// The `ZONE_*` flags.
     pub fn flags(mut self, flags: ZoneFlags) -> Self {
-        self.flags = flags;
+        self.settings.flags = flags;
         self
     }
 
@@ -68,25 +76,20 @@ impl<S, A> ZoneBuilder<S, A> {
     /// it; one list makes every thread share a single list, which tests use to
     /// get exact counts.
     pub fn cpus(mut self, n: usize) -> Self {
-        self.cpus = n.max(1);
+        self.settings.cpus = n.max(1);
         self
     }
 
     /// This zone's burst instead of the process-wide [`zone_burst`](crate::zone_burst).
     pub fn burst(mut self, n: usize) -> Self {
-        self.burst = n.max(1);
+        self.settings.burst = n.max(1);
         self
     }
 
     /// Takes pages from `source` instead of a fresh [`OsPages`].
     pub fn source<S2: PageSource>(self, source: S2) -> ZoneBuilder<S2, A> {
         ZoneBuilder {
-            name: self.name,
-            size: self.size,
-            nentries: self.nentries,
-            flags: self.flags,
-            cpus: self.cpus,
-            burst: self.burst,
+            settings: self.settings,
             source,
             alloc: self.alloc,
         }
@@ -96,12 +99,7 @@ impl<S, A> ZoneBuilder<S, A> {
     /// from `alloc`.
     pub fn alloc_in<A2: Allocator>(self, alloc: A2) -> ZoneBuilder<S, A2> {
         ZoneBuilder {
-            name: self.name,
-            size: self.size,
-            nentries: self.nentries,
-            flags: self.flags,
-            cpus: self.cpus,
-            burst: self.burst,
+            settings: self.settings,
             source: self.source,
             alloc,
         }
@@ -114,25 +112,25 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Zone
     /// carves its first items, as `zinitna` does.
     pub fn build(self) -> Result<Zone<S, A>, ZoneError> {
         let bad = |reason| ZoneError::InvalidFlags {
-            zone: self.name.clone(),
-            flags: self.flags,
+            zone: self.settings.name.clone(),
+            flags: self.settings.flags,
             reason,
         };
-        if self.flags.contains(ZoneFlags::BOOT) {
+        if self.settings.flags.contains(ZoneFlags::BOOT) {
             return Err(bad("ZONE_BOOT is set by zbootinit only"));
         }
-        let size = match self.size.checked_next_multiple_of(ZONE_ROUNDING) {
-            Some(s) if self.size != 0 => s,
+        let size = match self.settings.size.checked_next_multiple_of(ZONE_ROUNDING) {
+            Some(s) if self.settings.size != 0 => s,
             _ => {
                 return Err(ZoneError::InvalidSize {
-                    zone: self.name,
-                    size: self.size,
+                    zone: self.settings.name,
+                    size: self.settings.size,
                     reason: "item size must be non-zero and round to a multiple of ZONE_ROUNDING",
                 });
             }
         };
-        let flags = self.flags;
-        let nentries = self.nentries;
+        let flags = self.settings.flags;
+        let nentries = self.settings.nentries;
         let zone = self.into_zone(size, ZoneFlags::NONE);
         zone.inner.configure(nentries, flags)?;
         Ok(zone)
@@ -151,16 +149,17 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Zone
         nitems: usize,
     ) -> Result<Zone<S, A>, ZoneError> {
         let w = size_of::<usize>();
-        if self.size < ITEM_HEADER || !self.size.is_multiple_of(w) {
+        let size = self.settings.size;
+        if size < ITEM_HEADER || !size.is_multiple_of(w) {
             return Err(ZoneError::InvalidSize {
-                zone: self.name,
-                size: self.size,
+                zone: self.settings.name,
+                size,
                 reason: "boot items must be a multiple of the word size and hold two words",
             });
         }
         let addr = mem.as_ptr() as usize;
         let bad = |reason| ZoneError::BootMemory {
-            zone: self.name.clone(),
+            zone: self.settings.name.clone(),
             addr,
             len: mem.len(),
             reason,
@@ -168,11 +167,10 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Zone
         if !addr.is_multiple_of(w) {
             return Err(bad("not word-aligned"));
         }
-        let bytes = self.size.checked_mul(nitems).filter(|&b| b <= mem.len());
+        let bytes = size.checked_mul(nitems).filter(|&b| b <= mem.len());
         let Some(bytes) = bytes else {
             return Err(bad("too small for the items asked for"));
         };
-        let size = self.size;
         let zone = self.into_zone(size, ZoneFlags::BOOT);
         mem[..bytes].fill(0);
         let z = &zone.inner;
@@ -199,12 +197,12 @@ impl<S: PageSource + 'static, A: Allocator + Clone + Send + Sync + 'static> Zone
     /// The zone header with empty lists, registered in the zone table.
     fn into_zone(self, size: usize, flags: ZoneFlags) -> Zone<S, A> {
         let inner = Inner {
-            name: self.name,
+            name: self.settings.name,
             size,
             zmax_pcpu: AtomicUsize::new(0),
-            burst: AtomicUsize::new(self.burst),
+            burst: AtomicUsize::new(self.settings.burst),
             pcpu: PerCpu::with_len_in(
-                self.cpus,
+                self.settings.cpus,
                 |_| {
                     Mutex::new(Pcpu {
                         items: FreeList::new(),
