@@ -130,11 +130,8 @@ impl Maps {
         if self.page.tag(addr)? != owner {
             return None;
         }
-        // SAFETY: `sharing` is checked first and `addr` is inside.
-        Some(
-            self.sharing & (1 << c) == 0
-                || unsafe { self.line(addr) }.load(Ordering::Relaxed) == tag,
-        )
+        // SAFETY: the page map has a tag for `addr`, so it is inside.
+        Some(unsafe { self.is_local_inside(addr, c, tag) })
     }
 
     /// Whether a free of `addr` (class `c`) by the thread tagged `tag` is
@@ -142,14 +139,25 @@ impl Maps {
     /// outside it, or its line is the thread's.
     #[inline(always)]
     pub(crate) fn is_local(&self, addr: usize, c: usize, tag: u8) -> bool {
-        if self.sharing & (1 << c) == 0 {
-            return true;
-        }
         match self.page.offset(addr) {
-            // SAFETY: `sharing` is set and `addr` is inside.
-            Some(_) => unsafe { self.line(addr) }.load(Ordering::Relaxed) == tag,
+            // SAFETY: `offset` found `addr` inside.
+            Some(_) => unsafe { self.is_local_inside(addr, c, tag) },
             None => true,
         }
+    }
+
+    /// [`is_local`](Self::is_local) for an `addr` known to be inside the
+    /// reservation: the class never shares lines (or there is no line map),
+    /// or the line of `addr` is the thread's.
+    ///
+    /// # Safety
+    ///
+    /// `addr` is inside the page map's reservation.
+    #[inline(always)]
+    unsafe fn is_local_inside(&self, addr: usize, c: usize, tag: u8) -> bool {
+        // SAFETY: the line is read only when `sharing` is set, so there is a
+        // line map; the caller vouches that `addr` is inside.
+        self.sharing & (1 << c) == 0 || unsafe { self.line(addr) }.load(Ordering::Relaxed) == tag
     }
 
     /// Makes the lines of `bufs` the thread `tag`'s; each is written only
