@@ -46,8 +46,14 @@ pub(crate) struct Arena<A: Allocator + Clone> {
     pub span_head: u32,
     pub free: FreeLists,
     pub hash: BusyHash<A>,
-    /// The next-fit cursor: a tag at or before the end of the last next-fit
-    /// allocation; the next search starts after it.
+    /// The next-fit cursor: the address just past the last next-fit
+    /// allocation, where the next one starts looking. An address, not a
+    /// tag, because a free may merge the tag it was at into a free segment
+    /// that reaches back before it.
+    pub cursor: usize,
+    /// A tag at or before `cursor` in address order, where the search for
+    /// it starts: the last next-fit segment, or the tag before it once
+    /// that is gone.
     pub rotor: u32,
     /// Bytes in spans (`vm_size`), in busy segments (`vm_inuse`), and in
     /// spans imported from the source.
@@ -77,6 +83,7 @@ impl<A: Allocator + Clone> Arena<A> {
             span_head: NIL,
             free: FreeLists::new(),
             hash,
+            cursor: 0,
             rotor: NIL,
             total: 0,
             inuse: 0,
@@ -258,7 +265,9 @@ impl<A: Allocator + Clone> Arena<A> {
         self.hash.prefetch(bucket);
         let busy = self.clip(tag, list, at, req.size, bucket);
         if policy == Policy::NextFit {
-            self.rotor = busy;
+            // Past the top of the address space the search starts over.
+            self.cursor = at.wrapping_add(req.size);
+            self.rotor = if self.cursor == 0 { NIL } else { busy };
         }
         Some(at)
     }
@@ -328,34 +337,39 @@ impl<A: Allocator + Clone> Arena<A> {
         None
     }
 
-    /// The first fitting free segment after the rotor, wrapping around once.
+    /// The first place at or after the cursor where `req` fits, then,
+    /// wrapping around, the first one before it: a roving pointer
+    /// (Bonwick & Adams 2001), so a freed segment is not handed out again
+    /// until the cursor has been round the arena.
     fn next_fit(&self, req: &Request) -> Option<Fit> {
-        let start = match self.rotor {
-            NIL => self.seg_head,
-            r => self.tags.get(r).next,
-        };
-        let mut t = start;
-        let mut wrapped = false;
-        loop {
-            if t == NIL {
-                if wrapped || start == self.seg_head {
-                    return None;
-                }
-                wrapped = true;
-                t = self.seg_head;
-            }
-            if wrapped && t == start {
+        let fit = |t: u32, lo: usize| {
+            let tag = self.tags.get(t);
+            if !tag.is(Kind::Free) || tag.size < req.size || tag.end() < lo {
                 return None;
             }
-            let tag = self.tags.get(t);
-            if tag.is(Kind::Free)
-                && tag.size >= req.size
-                && let Some(x) = req.place(tag.start, tag.end())
-            {
-                return Some(Fit::new(t, x, list_of(self.quanta(tag.size))));
+            let x = req.place(tag.start.max(lo), tag.end())?;
+            Some(Fit::new(t, x, list_of(self.quanta(tag.size))))
+        };
+        let from = match self.rotor {
+            NIL => self.seg_head,
+            r => r,
+        };
+        let mut t = from;
+        while t != NIL {
+            if let Some(f) = fit(t, self.cursor) {
+                return Some(f);
             }
-            t = tag.next;
+            t = self.tags.get(t).next;
         }
+        // Wrapped: what starts below the cursor, whole.
+        let mut t = self.seg_head;
+        while t != NIL && self.tags.get(t).start < self.cursor {
+            if let Some(f) = fit(t, 0) {
+                return Some(f);
+            }
+            t = self.tags.get(t).next;
+        }
+        None
     }
 
     /// Carves `[x, x + size)` out of free tag `t`, filed on `list` (the

@@ -7,6 +7,7 @@ use allocator_api2::alloc::Allocator;
 use crate::arena::Arena;
 use crate::error::VmemError;
 use crate::freelist::{NLISTS, list_of};
+use crate::hash::ChainFault;
 use crate::tag::{Kind, NIL};
 
 impl<A: Allocator + Clone> Arena<A> {
@@ -41,10 +42,13 @@ impl<A: Allocator + Clone> Arena<A> {
             }
         }) {
             Ok(()) => {}
-            Err(Some(addr)) => {
+            Err(ChainFault::Misfiled(addr)) => {
                 return corrupt(addr, "a busy segment is filed in the wrong hash bucket");
             }
-            Err(None) => return corrupt(0, "a busy hash chain names no tag of the pool"),
+            Err(ChainFault::NoTag) => {
+                return corrupt(0, "a busy hash chain names no tag of the pool");
+            }
+            Err(ChainFault::Loop(addr)) => return corrupt(addr, "a busy hash chain loops"),
         }
         if let Some(addr) = wrong {
             return corrupt(addr, "the busy hash holds a tag that is not busy");
@@ -216,5 +220,164 @@ impl<A: Allocator + Clone> Arena<A> {
             return corrupt(0, "the next-fit cursor names an unused tag");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use allocator_api2::alloc::Global;
+
+    use crate::arena::Arena;
+    use crate::error::{ArenaName, VmemError};
+    use crate::fit::{Policy, Request};
+    use crate::freelist::list_of;
+    use crate::tag::{Kind, NIL};
+
+    /// A static span and an imported one, six busy segments of four quanta
+    /// in the first, the second and fourth freed to leave holes.
+    fn arena() -> (Arena<Global>, Vec<usize>) {
+        let mut a = Arena::new(ArenaName::new("chk"), 16, Global).unwrap();
+        a.reserve().unwrap();
+        a.add_span(0x1000, 0x1000, Kind::StaticSpan).unwrap();
+        a.reserve().unwrap();
+        a.add_span(0x4000, 0x1000, Kind::Span).unwrap();
+        let xs: Vec<usize> = (0..6)
+            .map(|_| {
+                a.reserve().unwrap();
+                a.alloc(&Request::plain(0x40, 16), Policy::InstantFit)
+                    .unwrap()
+            })
+            .collect();
+        a.free(xs[1], 0x40, 0x40).unwrap();
+        a.free(xs[3], 0x40, 0x40).unwrap();
+        a.check().unwrap();
+        (a, xs)
+    }
+
+    /// The tag of `kind` starting at `addr`.
+    fn tag_at(a: &Arena<Global>, addr: usize, kind: Kind) -> u32 {
+        let mut t = a.seg_head;
+        while t != NIL {
+            let tag = a.tags.get(t);
+            if tag.start == addr && tag.kind() == kind {
+                return t;
+            }
+            t = tag.next;
+        }
+        panic!("no {kind:?} tag at {addr:#x}");
+    }
+
+    /// Breaks a fresh arena with `corrupt` and returns what `check` says.
+    fn verdict(corrupt: impl FnOnce(&mut Arena<Global>, &[usize])) -> &'static str {
+        let (mut a, xs) = arena();
+        corrupt(&mut a, &xs);
+        match a.check() {
+            Err(VmemError::Corrupt { what, .. }) => what,
+            other => panic!("check did not report corruption: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_reports_each_broken_rule() {
+        type Corrupt = fn(&mut Arena<Global>, &[usize]);
+        let cases: [(&str, &str, Corrupt); 13] = [
+            (
+                "a shifted segment",
+                "a busy segment is filed in the wrong hash bucket",
+                |a, xs| {
+                    let t = tag_at(a, xs[0], Kind::Busy);
+                    a.tags.get_mut(t).start += 16;
+                },
+            ),
+            (
+                "overlapping spans",
+                "spans overlap or are out of address order",
+                |a, _| {
+                    let second = a.tags.get(a.span_head).lnext;
+                    a.tags.get_mut(second).start = 0x1800;
+                },
+            ),
+            (
+                "a free segment on the wrong list",
+                "a free segment is on the wrong free list",
+                |a, xs| {
+                    let t = tag_at(a, xs[1], Kind::Free);
+                    let list = list_of(4);
+                    a.free.remove_from(&mut a.tags, t, list);
+                    a.free.insert_on(&mut a.tags, t, list + 1);
+                },
+            ),
+            (
+                "a busy segment missing from the hash",
+                "a busy segment is missing from the busy hash",
+                |a, xs| {
+                    let (link, t) = a.hash.find(&a.tags, xs[2]).unwrap();
+                    a.hash.remove(&mut a.tags, link, t);
+                },
+            ),
+            (
+                "bytes in use",
+                "span, busy or imported byte counts disagree with the tags",
+                |a, _| a.inuse += 16,
+            ),
+            (
+                "bytes imported",
+                "span, busy or imported byte counts disagree with the tags",
+                |a, _| a.imported -= 16,
+            ),
+            (
+                "bytes in spans",
+                "span, busy or imported byte counts disagree with the tags",
+                |a, _| a.total += 16,
+            ),
+            (
+                "the free-segment count",
+                "span or free segment counts disagree with the tags",
+                |a, _| a.n_free_segs += 1,
+            ),
+            (
+                "a busy segment marked free",
+                "the busy hash holds a tag that is not busy",
+                |a, xs| {
+                    let t = tag_at(a, xs[2], Kind::Busy);
+                    a.tags.set_kind(t, Kind::Free);
+                },
+            ),
+            (
+                "a free segment marked busy",
+                "a busy segment is missing from the busy hash",
+                |a, xs| {
+                    let t = tag_at(a, xs[1], Kind::Free);
+                    a.tags.set_kind(t, Kind::Busy);
+                },
+            ),
+            (
+                "a looping hash chain",
+                "a busy hash chain loops",
+                |a, xs| {
+                    let (_, t) = a.hash.find(&a.tags, xs[2]).unwrap();
+                    a.tags.get_mut(t).lnext = t;
+                },
+            ),
+            (
+                "a looping segment list",
+                "a tag's prev link does not name its predecessor",
+                |a, _| {
+                    let tail = a.seg_tail;
+                    a.tags.get_mut(tail).next = a.seg_head;
+                },
+            ),
+            (
+                "a looping free list",
+                "a free list holds a non-free or mislinked tag",
+                |a, xs| {
+                    let t = tag_at(a, xs[1], Kind::Free);
+                    a.tags.get_mut(t).lnext = t;
+                },
+            ),
+        ];
+        for (name, expected, corrupt) in cases {
+            assert_eq!(verdict(corrupt), expected, "{name}");
+        }
     }
 }

@@ -29,8 +29,9 @@ pub enum Policy {
 ///
 /// With `b` the address returned and `size` the rounded size:
 /// `b % align == phase` (an `align` of 0 means the quantum),
-/// `min_addr <= b` and `b + size - 1 <= max_addr` (inclusive, as in the seed;
-/// a `max_addr` of 0 means no upper bound, like `usize::MAX`), and
+/// `min_addr <= b` and `b + size - 1 <= max_addr` (inclusive, as in the seed,
+/// and taken literally: 0 is an address, so a `max_addr` of 0 allows only
+/// segments at 0; `usize::MAX`, the default, is no upper bound), and
 /// `[b, b + size)` crosses no multiple of `nocross` (0 = no such limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Constraints {
@@ -123,11 +124,7 @@ impl Request {
                 return Err(bad("phase and size cross the nocross boundary"));
             }
         }
-        let hi = if c.max_addr == 0 {
-            usize::MAX
-        } else {
-            c.max_addr
-        };
+        let hi = c.max_addr;
         if c.min_addr > hi {
             return Err(bad("min_addr is above max_addr"));
         }
@@ -248,6 +245,20 @@ mod tests {
         // 0x10d0 + 96 crosses 0x1100: moved to 0x1110.
         assert_eq!(r.place(0x10c1, 0x1fff), Some(0x1110));
         assert_eq!(r.place(usize::MAX - 0xff, usize::MAX), None);
+    }
+
+    #[test]
+    fn a_max_addr_of_zero_is_the_address_zero() {
+        let zero = Constraints {
+            max_addr: 0,
+            ..Constraints::default()
+        };
+        let r = Request::new(ArenaName::new("t"), 1, 1, &zero).unwrap();
+        assert!(!r.plain);
+        assert_eq!(r.place(0, 100), Some(0));
+        assert_eq!(r.place(1, 100), None);
+        let e = req(16, zero).unwrap_err();
+        assert!(e.to_string().contains("smaller than the size"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,18 @@ pub(crate) struct Link {
     prev: u32,
 }
 
+/// What [`BusyHash::for_each`] found wrong with the chains.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ChainFault {
+    /// The entry starting at this address is in the wrong bucket.
+    Misfiled(usize),
+    /// A link names no tag of the pool.
+    NoTag,
+    /// The chains hold more entries than the pool has tags: one loops
+    /// (through the entry starting at this address).
+    Loop(usize),
+}
+
 pub(crate) struct BusyHash<A: Allocator + Clone> {
     buckets: Vec<u32, A>,
     /// `64 - log2(buckets.len())`: Fibonacci hashing keeps the top bits.
@@ -197,16 +209,22 @@ impl<A: Allocator + Clone> BusyHash<A> {
         }
     }
 
-    /// Walks every chain for `check`: calls `f(tag)` for each entry and
-    /// returns `Err(Some(start))` of the first entry filed in the wrong
-    /// bucket, `Err(None)` for a link to no tag of the pool.
-    pub fn for_each(&self, tags: &TagPool<A>, mut f: impl FnMut(u32)) -> Result<(), Option<usize>> {
+    /// Walks every chain for `check`, calling `f(tag)` for each entry,
+    /// and stops at the first fault. The walk takes at most one step per
+    /// tag of the pool, so a chain that loops is reported, not followed
+    /// for ever.
+    pub fn for_each(&self, tags: &TagPool<A>, mut f: impl FnMut(u32)) -> Result<(), ChainFault> {
+        let mut steps = 0;
         for (b, &head) in self.buckets.iter().enumerate() {
             let mut t = head;
             while t != NIL {
-                let tag = tags.checked(t).ok_or(None)?;
+                let tag = tags.checked(t).ok_or(ChainFault::NoTag)?;
                 if self.bucket(tag.start) != b {
-                    return Err(Some(tag.start));
+                    return Err(ChainFault::Misfiled(tag.start));
+                }
+                steps += 1;
+                if steps > tags.capacity() {
+                    return Err(ChainFault::Loop(tag.start));
                 }
                 f(t);
                 t = tag.lnext;

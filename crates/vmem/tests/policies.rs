@@ -122,6 +122,40 @@ fn next_fit_roves_and_wraps() {
 }
 
 #[test]
+fn next_fit_does_not_hand_back_what_a_free_merged_behind_the_cursor() {
+    // Freeing the last next-fit segment merges it into the free space
+    // after it; the cursor still points past it.
+    let a = Vmem::builder("ids").span(1, 100).build().unwrap();
+    let ids: Vec<usize> = (0..3)
+        .map(|_| a.alloc(1, Policy::NextFit).unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    a.free(3, 1).unwrap();
+    assert_eq!(a.alloc(1, Policy::NextFit).unwrap(), 4);
+    // Both of the last two freed: they merge with each other and with
+    // the free space after them.
+    a.free(2, 1).unwrap();
+    a.free(4, 1).unwrap();
+    assert_eq!(a.alloc(1, Policy::NextFit).unwrap(), 5);
+    a.check().unwrap();
+}
+
+#[test]
+fn next_fit_wraps_from_the_top_of_the_address_space() {
+    let a = Vmem::builder("top")
+        .span(usize::MAX - 15, 16)
+        .quantum(1)
+        .build()
+        .unwrap();
+    let x = a.alloc(16, Policy::NextFit).unwrap();
+    assert_eq!(x, usize::MAX - 15);
+    a.free(x, 16).unwrap();
+    assert_eq!(a.alloc(8, Policy::NextFit).unwrap(), usize::MAX - 15);
+    assert_eq!(a.alloc(8, Policy::NextFit).unwrap(), usize::MAX - 7);
+    a.check().unwrap();
+}
+
+#[test]
 fn a_span_at_address_zero_hands_out_zero() {
     for p in POLICIES {
         let a = arena(0, 64, 8);
