@@ -42,8 +42,10 @@ pub(crate) struct Arena<A: Allocator + Clone> {
     /// Every tag in address order (the seed's `vm_seglist`).
     pub seg_head: u32,
     pub seg_tail: u32,
-    /// Span tags alone in address order, through `lnext`/`lprev`.
+    /// Span tags alone in address order, through `lnext`/`lprev`, and
+    /// the last of them.
     pub span_head: u32,
+    pub span_tail: u32,
     pub free: FreeLists,
     pub hash: BusyHash<A>,
     /// The next-fit cursor: the address just past the last next-fit
@@ -81,6 +83,7 @@ impl<A: Allocator + Clone> Arena<A> {
             seg_head: NIL,
             seg_tail: NIL,
             span_head: NIL,
+            span_tail: NIL,
             free: FreeLists::new(),
             hash,
             cursor: 0,
@@ -195,7 +198,13 @@ impl<A: Allocator + Clone> Arena<A> {
             return Err(bad("the span wraps past the end of the address space"));
         };
         // Find the first span above, checking the one below for overlap.
+        // Spans imported one after another mostly come in address order,
+        // up or down: a span above the last one, or below the first, is
+        // placed without walking the list.
         let (mut below, mut above) = (NIL, self.span_head);
+        if self.span_tail != NIL && self.tags.get(self.span_tail).start < base {
+            (below, above) = (self.span_tail, NIL);
+        }
         while above != NIL && self.tags.get(above).start < base {
             below = above;
             above = self.tags.get(above).lnext;
@@ -216,8 +225,9 @@ impl<A: Allocator + Clone> Arena<A> {
             NIL => self.span_head = span,
             b => self.tags.get_mut(b).lnext = span,
         }
-        if above != NIL {
-            self.tags.get_mut(above).lprev = span;
+        match above {
+            NIL => self.span_tail = span,
+            a => self.tags.get_mut(a).lprev = span,
         }
         self.link_before(span, above);
         let seg = self.tags.take(Kind::Free, base, size);
@@ -240,8 +250,9 @@ impl<A: Allocator + Clone> Arena<A> {
             NIL => self.span_head = above,
             b => self.tags.get_mut(b).lnext = above,
         }
-        if above != NIL {
-            self.tags.get_mut(above).lprev = below;
+        match above {
+            NIL => self.span_tail = below,
+            a => self.tags.get_mut(a).lprev = below,
         }
         self.unlink(span);
         self.total -= size;

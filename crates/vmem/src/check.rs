@@ -158,6 +158,9 @@ impl<A: Allocator + Clone> Arena<A> {
         if n != spans {
             return corrupt(0, "the span list misses spans");
         }
+        if prev != self.span_tail {
+            return corrupt(0, "the span list's tail is not its last span");
+        }
 
         // 3. Free lists: every member free, on its size's list; bitmap exact.
         let mut listed = 0;
@@ -280,7 +283,7 @@ mod tests {
     #[test]
     fn check_reports_each_broken_rule() {
         type Corrupt = fn(&mut Arena<Global>, &[usize]);
-        let cases: [(&str, &str, Corrupt); 13] = [
+        let cases: [(&str, &str, Corrupt); 14] = [
             (
                 "a shifted segment",
                 "a busy segment is filed in the wrong hash bucket",
@@ -366,6 +369,11 @@ mod tests {
                     let tail = a.seg_tail;
                     a.tags.get_mut(tail).next = a.seg_head;
                 },
+            ),
+            (
+                "a stale span tail",
+                "the span list's tail is not its last span",
+                |a, _| a.span_tail = a.span_head,
             ),
             (
                 "a looping free list",
