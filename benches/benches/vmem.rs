@@ -22,7 +22,9 @@
 //!   `fresh_mappings`), so no subject inherits another's huge pages.
 //! * `qcache pair` / `arena pair`: alloc+free of 4 quanta through a quantum
 //!   cache (`kmem-vmem`: the default per-CPU caches; `kmem-vmem per-thread`:
-//!   `qcache_mode(Mode::PerThread)`) and through the arena alone.
+//!   `qcache_mode(Mode::PerThread)`), freed by the unchecked `free_cached`,
+//!   and through the arena alone; `qcache pair, checked free`: allocated
+//!   from the cache, freed by the checked `free`, which goes to the arena.
 
 use std::hint::black_box;
 use std::num::NonZeroUsize;
@@ -463,10 +465,21 @@ fn qcache(c: &mut Criterion) {
         g.bench_function(id("qcache pair", name), |b| {
             b.iter(|| {
                 let x = cached.alloc(4 * Q, Policy::InstantFit).expect("alloc");
-                cached.free(black_box(x), 4 * Q).expect("free");
+                // SAFETY: `x` was just allocated with this size.
+                unsafe { cached.free_cached(black_box(x), 4 * Q) }.expect("free");
             })
         });
     }
+    // The checked `free` of a cached size goes to the arena: an allocation
+    // from the cache, a free under the arena lock.
+    let cached = build(16 * Q, Mode::PerCpu);
+    fill(&cached);
+    g.bench_function(id("qcache pair, checked free", "kmem-vmem"), |b| {
+        b.iter(|| {
+            let x = cached.alloc(4 * Q, Policy::InstantFit).expect("alloc");
+            cached.free(black_box(x), 4 * Q).expect("free");
+        })
+    });
     let plain = build(0, Mode::PerCpu);
     fill(&plain);
     g.bench_function(id("arena pair", "kmem-vmem"), |b| {

@@ -90,11 +90,15 @@
 //! magazine cache from `kmem-magazine`: per-CPU as in the seed, or
 //! per-thread with no lock on a hit ([`Builder::qcache_mode`], which
 //! explains what a drain can then reach). [`Vmem::alloc`] and
-//! [`Vmem::free`] of those sizes go to the cache and touch the arena only
-//! when a magazine runs empty or full, and then for a whole batch under one
-//! lock. Cached segments stay busy in the arena. When an allocation is about
-//! to fail, the caches are drained back into the arena first (`qc_drain`).
-//! `xalloc` and `xfree` bypass them, as in the seed.
+//! [`Vmem::free_cached`] of those sizes go to the cache and touch the arena
+//! only when a magazine runs empty or full, and then for a whole batch under
+//! one lock. Cached segments stay busy in the arena. When an allocation is
+//! about to fail, the caches are drained back into the arena first
+//! (`qc_drain`). `xalloc` and `xfree` bypass them, as in the seed, and so
+//! does the checked [`Vmem::free`]: a magazine keeps no per-segment state,
+//! so a free into it cannot be told from a double free. The seed's
+//! `vmem_free` into the cache is unchecked; here that path is the `unsafe`
+//! [`Vmem::free_cached`], whose caller promises the free is right.
 //!
 //! **Metadata memory.** Tags live in one array and the busy hash in
 //! another, both from the metadata allocator. Once either spans a huge page
@@ -145,8 +149,11 @@
 //! - Dropping an arena releases its imported spans to the source.
 //! - The seed's quantum caches are UMA zones that cannot hold the value 0
 //!   (`VMEM_ADDR_QCACHE_MIN`); magazines hold any `usize`, so 0 is cached
-//!   like any other address. A free of a cached size is checked against the
-//!   arena only in debug builds (see [`Vmem::free`]).
+//!   like any other address.
+//! - `vmem_free` of a cached size, unchecked in the seed, is the `unsafe`
+//!   [`Vmem::free_cached`] (checked against the arena in debug builds);
+//!   the safe [`Vmem::free`] is checked in every build and frees to the
+//!   arena.
 //!
 //! # Examples
 //!

@@ -206,18 +206,61 @@ where
     }
 
     /// Frees the segment `[addr, addr + size)` that [`alloc`](Self::alloc)
-    /// returned (`vmem_free`). Sizes up to `qcache_max` go back to their
-    /// quantum cache.
+    /// returned (`vmem_free`), checked in every build: to the arena, merging
+    /// it with free neighbours, whatever its size.
+    ///
+    /// A quantum cache cannot tell a double free from a free: its
+    /// magazines keep no per-segment state, and every segment it holds is
+    /// busy in the arena. So this checked free bypasses the caches, as
+    /// [`xfree`](Self::xfree) does; the caches still serve allocations and
+    /// refill in batches. [`free_cached`](Self::free_cached) is the seed's
+    /// unchecked path into the cache, for callers that can promise the
+    /// free is right.
     ///
     /// # Errors
     ///
     /// [`VmemError::NotAllocated`] or [`VmemError::WrongSize`] if that is
-    /// not exactly an allocated segment; the arena is left unchanged. For
-    /// quantum-cached sizes this check runs in debug builds only (it takes
-    /// the arena lock the caches exist to avoid), and a double free into a
-    /// quantum cache is caught only when the cache hands the segment back.
+    /// not exactly an allocated segment (an unknown address, a wrong size,
+    /// a double free, an address inside another segment); the arena is
+    /// left unchanged.
     #[inline]
     pub fn free(&self, addr: usize, size: usize) -> Result<(), VmemError> {
+        self.core().xfree(addr, size)
+    }
+
+    /// Frees a segment of a quantum-cached size into its cache, taking no
+    /// arena lock while a magazine has room: `vmem_free` of the seed, whose
+    /// magazines do not check frees. Other sizes are freed as by
+    /// [`free`](Self::free), checked.
+    ///
+    /// ```
+    /// use kmem_vmem::{Policy, Vmem};
+    ///
+    /// let a = Vmem::builder("pages").span(0, 1 << 20).quantum(16).qcache_max(64).build()?;
+    /// let x = a.alloc(32, Policy::InstantFit)?;
+    /// // SAFETY: `x` was allocated with this size and is freed once.
+    /// unsafe { a.free_cached(x, 32) }?;
+    /// assert_eq!(a.stats().qcache_frees, 1);
+    /// # Ok::<(), kmem_vmem::VmemError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`free`](Self::free) for sizes that are not cached. A cached
+    /// size is checked against the arena in debug builds only (the check
+    /// takes the arena lock the caches exist to avoid).
+    ///
+    /// # Safety
+    ///
+    /// `[addr, addr + size)` was returned by an allocation from this arena
+    /// of that size and has not been freed since. A free that breaks this
+    /// puts a segment in a cache twice or puts one there that the arena
+    /// never gave out, and the cache then hands it to two callers, or hands
+    /// out a range that is not the arena's: for an arena of memory
+    /// addresses, two owners of the same memory. The arena finds out only
+    /// when the cache gives the segment back, and panics there.
+    #[inline]
+    pub unsafe fn free_cached(&self, addr: usize, size: usize) -> Result<(), VmemError> {
         if self.qcached(size) {
             let rounded = (size + self.quantum() - 1) & !(self.quantum() - 1);
             if let Some(qc) = self.core().qcaches.get(rounded >> self.qshift) {
@@ -237,7 +280,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`free`](Self::free), checked in every build.
+    /// As [`free`](Self::free).
     #[inline]
     pub fn xfree(&self, addr: usize, size: usize) -> Result<(), VmemError> {
         self.core().xfree(addr, size)
@@ -306,9 +349,6 @@ where
     /// As [`free`](Self::free).
     #[inline]
     pub fn free_mut(&mut self, addr: usize, size: usize) -> Result<(), VmemError> {
-        if self.qcached(size) {
-            return self.free(addr, size);
-        }
         self.xfree_mut(addr, size)
     }
 

@@ -130,7 +130,8 @@ fn an_exclusive_allocation_that_needs_a_cache_drain_gets_it() {
     }
     assert_eq!(xs.len(), 32);
     for x in xs {
-        a.free_mut(x, 16).unwrap();
+        // SAFETY: each `x` was allocated with this size, freed once.
+        unsafe { a.free_cached(x, 16) }.unwrap();
     }
     assert_eq!(a.stats().qcache_cached, 32 * 16);
     let all = a.alloc_mut(32 * 16, Policy::InstantFit).unwrap();
@@ -151,7 +152,8 @@ fn exclusive_calls_use_quantum_caches_of_either_mode() {
             .build()
             .unwrap();
         let x = a.alloc_mut(32, Policy::InstantFit).unwrap();
-        a.free_mut(x, 32).unwrap();
+        // SAFETY: `x` was allocated with this size, freed once.
+        unsafe { a.free_cached(x, 32) }.unwrap();
         assert!(
             a.stats().qcache_cached >= 32,
             "{mode:?}: x went to its cache"
@@ -173,7 +175,10 @@ fn exclusive_calls_use_quantum_caches_of_either_mode() {
                             let a = Arc::clone(a);
                             move || {
                                 let x = a.lock().unwrap().alloc_mut(48, Policy::InstantFit);
-                                a.lock().unwrap().free_mut(x.unwrap(), 48).unwrap();
+                                let x = x.unwrap();
+                                // SAFETY: `x` was allocated with this
+                                // size and is freed once.
+                                unsafe { a.lock().unwrap().free_cached(x, 48) }.unwrap();
                             }
                         });
                         let mut g = a.lock().unwrap();

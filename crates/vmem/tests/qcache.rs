@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 
-use kmem_vmem::{Constraints, Mode, Policy, Vmem};
+use kmem_vmem::{Constraints, Mode, Policy, Vmem, VmemError};
 
 const MODES: [Mode; 2] = [Mode::PerCpu, Mode::PerThread];
 
@@ -27,7 +27,8 @@ fn small_sizes_come_from_the_quantum_caches_in(mode: Mode) {
     assert_eq!(a.qcache_mode(), Some(mode));
     assert_eq!(a.stats().qcache_max, 64);
     let x = a.alloc(20, Policy::BestFit).unwrap(); // 2 quanta: the 32-byte cache
-    a.free(x, 20).unwrap();
+    // SAFETY: `x` was allocated with this size (rounded) and is freed once.
+    unsafe { a.free_cached(x, 20) }.unwrap();
     assert_eq!(
         a.alloc(32, Policy::InstantFit).unwrap(),
         x,
@@ -43,7 +44,11 @@ fn small_sizes_come_from_the_quantum_caches_in(mode: Mode) {
     // Larger sizes go to the arena.
     let y = a.alloc(80, Policy::InstantFit).unwrap();
     a.free(y, 80).unwrap();
+    // The checked free of a cached size goes to the arena, not the cache.
+    let cached = a.stats().qcache_cached;
     a.free(x, 32).unwrap();
+    let s = a.stats();
+    assert_eq!((s.qcache_frees, s.qcache_cached), (1, cached), "{s:?}");
     a.drain_qcaches();
     let s = a.stats();
     assert_eq!((s.allocated, s.qcache_cached, s.free_segments), (0, 0, 1));
@@ -59,7 +64,8 @@ fn arena_pressure_drains_the_caches_before_failing() {
         .build()
         .unwrap();
     let x = a.alloc(16, Policy::InstantFit).unwrap();
-    a.free(x, 16).unwrap();
+    // SAFETY: `x` was allocated with this size and is freed once.
+    unsafe { a.free_cached(x, 16) }.unwrap();
     assert!(a.stats().qcache_cached > 0);
     // The whole span is needed: only a drain makes it free.
     let all = a.alloc(16 * 16, Policy::InstantFit).unwrap();
@@ -69,9 +75,44 @@ fn arena_pressure_drains_the_caches_before_failing() {
     a.check().unwrap();
 }
 
+#[test]
+fn a_bad_free_of_a_cached_size_is_an_error_and_changes_nothing() {
+    for mode in MODES {
+        let a = Vmem::builder("d")
+            .span(0, 0x1000)
+            .quantum(16)
+            .qcache_max(64)
+            .qcache_mode(mode)
+            .build()
+            .unwrap();
+        let x = a.alloc(16, Policy::InstantFit).unwrap();
+        let before = a.stats();
+        for (addr, size) in [(x + 16 * 100, 16), (x, 32), (0x10_0000, 16)] {
+            let e = a.free(addr, size).unwrap_err();
+            assert!(e.to_string().contains("arena d"), "{e}");
+        }
+        a.free(x, 16).unwrap();
+        // A double free: the segment is no longer allocated.
+        assert!(matches!(
+            a.free(x, 16),
+            Err(VmemError::NotAllocated { addr, size: 16, .. }) if addr == x
+        ));
+        let s = a.stats();
+        assert_eq!(s.bad_frees, 4, "{mode:?}");
+        assert_eq!(s.allocated, before.allocated - 16, "{mode:?}");
+        // The cache never got `x` twice: two allocations, two segments.
+        let (y, z) = (
+            a.alloc(16, Policy::InstantFit).unwrap(),
+            a.alloc(16, Policy::InstantFit).unwrap(),
+        );
+        assert_ne!(y, z, "{mode:?}");
+        a.check().unwrap();
+    }
+}
+
 #[cfg(debug_assertions)]
 #[test]
-fn a_bad_free_of_a_cached_size_is_caught_in_debug_builds() {
+fn an_unchecked_free_is_checked_in_debug_builds() {
     let a = Vmem::builder("d")
         .span(0, 0x1000)
         .quantum(16)
@@ -79,9 +120,13 @@ fn a_bad_free_of_a_cached_size_is_caught_in_debug_builds() {
         .build()
         .unwrap();
     let x = a.alloc(16, Policy::InstantFit).unwrap();
-    assert!(a.free(x + 16 * 100, 16).is_err());
-    assert!(a.free(x, 32).is_err());
-    a.free(x, 16).unwrap();
+    // SAFETY: not upheld on purpose; debug builds check before the cache
+    // takes the segment, and refuse these.
+    unsafe {
+        assert!(a.free_cached(x + 16 * 100, 16).is_err());
+        assert!(a.free_cached(x, 32).is_err());
+        a.free_cached(x, 16).unwrap();
+    }
     assert_eq!(a.stats().bad_frees, 2);
 }
 
@@ -103,7 +148,8 @@ fn dropping_an_arena_with_cached_segments_returns_everything() {
             .map(|q| child.alloc(q * 64, Policy::InstantFit).unwrap())
             .collect();
         for (q, x) in (1..=8).zip(xs) {
-            child.free(x, q * 64).unwrap();
+            // SAFETY: each `x` was allocated with this size, freed once.
+            unsafe { child.free_cached(x, q * 64) }.unwrap();
         }
         assert!(child.stats().qcache_cached > 0);
     }
@@ -168,6 +214,19 @@ fn hammer(mode: Mode) {
                     seed ^= seed << 17;
                     (seed % n as u64) as usize
                 };
+                // Constrained segments go back by `xfree`; the others by
+                // the checked `free` or, every other size, into their cache.
+                let release = |x: usize, size: usize, constrained: bool| {
+                    if constrained {
+                        child.xfree(x, size).unwrap();
+                    } else if size.is_multiple_of(2 * Q) {
+                        child.free(x, size).unwrap();
+                    } else {
+                        // SAFETY: `x` is this thread's live segment of
+                        // `size`, taken off `live` before this free.
+                        unsafe { child.free_cached(x, size) }.unwrap();
+                    }
+                };
                 let mut live: Vec<(usize, usize, bool)> = Vec::new();
                 for _ in 0..rounds {
                     if live.len() < 64 && rnd(3) != 0 {
@@ -202,20 +261,12 @@ fn hammer(mode: Mode) {
                     } else if !live.is_empty() {
                         let (x, size, constrained) = live.swap_remove(rnd(live.len()));
                         owners.lock().unwrap().remove(&x);
-                        if constrained {
-                            child.xfree(x, size).unwrap();
-                        } else {
-                            child.free(x, size).unwrap();
-                        }
+                        release(x, size, constrained);
                     }
                 }
                 for (x, size, constrained) in live {
                     owners.lock().unwrap().remove(&x);
-                    if constrained {
-                        child.xfree(x, size).unwrap();
-                    } else {
-                        child.free(x, size).unwrap();
-                    }
+                    release(x, size, constrained);
                 }
             })
         })
@@ -250,7 +301,8 @@ fn per_thread_caches_drain_other_threads_only_when_they_exit() {
         let (a, freed, done) = (a.clone(), freed.clone(), done.clone());
         thread::spawn(move || {
             let x = a.alloc(16, Policy::InstantFit).unwrap();
-            a.free(x, 16).unwrap();
+            // SAFETY: `x` was allocated with this size and is freed once.
+            unsafe { a.free_cached(x, 16) }.unwrap();
             freed.wait();
             done.wait(); // stay alive, magazines loaded, while main drains
         })
