@@ -8,32 +8,15 @@ use allocator_api2::alloc::Allocator;
 
 use crate::error::{ArenaName, VmemError};
 use crate::fit::{Policy, Request};
-use crate::freelist::{FreeLists, instant_list, list_of};
+use crate::freelist::{FreeLists, list_of};
 use crate::hash::BusyHash;
+use crate::search::Fit;
 use crate::stats::Counters;
 use crate::tag::{Kind, NIL, TagPool};
 
 /// Tags one operation may need: two to add an imported span, two to clip
 /// the chosen segment at both ends (the seed's `BT_MAXALLOC`).
 pub(crate) const TAGS_PER_OP: usize = 4;
-
-/// A free segment chosen for a request: its tag, the address the request
-/// gets in it, and the free list it is on. The search found it on that
-/// list, so [`Arena::clip`] need not work the list out again from the size
-/// ([`list_of`]: a table load on the allocation's critical path, or bit
-/// arithmetic behind a data-dependent branch).
-struct Fit {
-    tag: u32,
-    at: usize,
-    list: usize,
-}
-
-impl Fit {
-    #[inline(always)]
-    fn new(tag: u32, at: usize, list: usize) -> Self {
-        Fit { tag, at, list }
-    }
-}
 
 pub(crate) struct Arena<A: Allocator + Clone> {
     pub name: ArenaName,
@@ -158,7 +141,7 @@ impl<A: Allocator + Clone> Arena<A> {
     }
 
     #[inline]
-    fn quanta(&self, size: usize) -> usize {
+    pub(crate) fn quanta(&self, size: usize) -> usize {
         size >> self.qshift
     }
 
@@ -300,87 +283,6 @@ impl<A: Allocator + Clone> Arena<A> {
         let x = self.alloc(req, policy)?;
         self.count_alloc(req, policy);
         Some(x)
-    }
-
-    /// The head of the first list whose members all hold `req.size`; with
-    /// constraints, the first such head that satisfies them; then best fit.
-    #[inline]
-    fn instant_fit(&mut self, req: &Request) -> Option<Fit> {
-        let mut from = instant_list(self.quanta(req.size));
-        while let Some(list) = self.free.first_nonempty(from) {
-            let head = self.free.head(list);
-            let tag = self.tags.get(head);
-            // Every member of this list holds the size, so a plain request
-            // takes the head's start without the constraint arithmetic.
-            if req.plain {
-                debug_assert_eq!(req.place(tag.start, tag.end()), Some(tag.start));
-                return Some(Fit::new(head, tag.start, list));
-            }
-            if let Some(x) = req.place(tag.start, tag.end()) {
-                return Some(Fit::new(head, x, list));
-            }
-            from = list + 1;
-        }
-        self.counters.instant_fallbacks += 1;
-        self.best_fit(req)
-    }
-
-    /// The first fitting member of the smallest list that can hold the size,
-    /// then of each larger non-empty list (the seed's `M_BESTFIT` scan).
-    fn best_fit(&self, req: &Request) -> Option<Fit> {
-        let mut from = list_of(self.quanta(req.size));
-        while let Some(list) = self.free.first_nonempty(from) {
-            let mut t = self.free.head(list);
-            while t != NIL {
-                let tag = self.tags.get(t);
-                if tag.size >= req.size {
-                    if req.plain {
-                        return Some(Fit::new(t, tag.start, list));
-                    }
-                    if let Some(x) = req.place(tag.start, tag.end()) {
-                        return Some(Fit::new(t, x, list));
-                    }
-                }
-                t = tag.lnext;
-            }
-            from = list + 1;
-        }
-        None
-    }
-
-    /// The first place at or after the cursor where `req` fits, then,
-    /// wrapping around, the first one before it: a roving pointer
-    /// (Bonwick & Adams 2001), so a freed segment is not handed out again
-    /// until the cursor has been round the arena.
-    fn next_fit(&self, req: &Request) -> Option<Fit> {
-        let fit = |t: u32, lo: usize| {
-            let tag = self.tags.get(t);
-            if !tag.is(Kind::Free) || tag.size < req.size || tag.end() < lo {
-                return None;
-            }
-            let x = req.place(tag.start.max(lo), tag.end())?;
-            Some(Fit::new(t, x, list_of(self.quanta(tag.size))))
-        };
-        let from = match self.rotor {
-            NIL => self.seg_head,
-            r => r,
-        };
-        let mut t = from;
-        while t != NIL {
-            if let Some(f) = fit(t, self.cursor) {
-                return Some(f);
-            }
-            t = self.tags.get(t).next;
-        }
-        // Wrapped: what starts below the cursor, whole.
-        let mut t = self.seg_head;
-        while t != NIL && self.tags.get(t).start < self.cursor {
-            if let Some(f) = fit(t, 0) {
-                return Some(f);
-            }
-            t = self.tags.get(t).next;
-        }
-        None
     }
 
     /// Carves `[x, x + size)` out of free tag `t`, filed on `list` (the

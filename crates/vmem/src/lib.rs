@@ -204,6 +204,7 @@ mod freelist;
 mod hash;
 mod inner;
 mod qcache;
+mod search;
 mod source;
 mod stats;
 mod tag;
