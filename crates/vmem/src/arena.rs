@@ -356,6 +356,24 @@ impl<A: Allocator + Clone> Arena<A> {
         size: usize,
         asked: usize,
     ) -> Result<Option<(usize, usize)>, VmemError> {
+        let freed = self.free_merging(addr, size, asked);
+        // The busy hash shrinks when the busy count falls to an eighth of
+        // its buckets: the one time to ask whether the tags have fallen
+        // far enough too, off the path of every other free.
+        if self.hash.shrunk {
+            self.trim_tags();
+        }
+        freed
+    }
+
+    /// [`free`](Self::free) but for trimming the tag pool.
+    #[inline(always)]
+    fn free_merging(
+        &mut self,
+        addr: usize,
+        size: usize,
+        asked: usize,
+    ) -> Result<Option<(usize, usize)>, VmemError> {
         let Some((link, t)) = self.hash.find(&self.tags, addr) else {
             return Err(VmemError::NotAllocated {
                 arena: self.name,
@@ -436,6 +454,45 @@ impl<A: Allocator + Clone> Arena<A> {
             self.file_free(t);
         }
         Ok(None)
+    }
+
+    /// Moves the tags in use into a smaller array once under a quarter of
+    /// the pool is in use (the seed gives unused tags back beyond
+    /// `BT_MAXFREE`): after a peak of a million segments the array would
+    /// otherwise keep its 32 MB for ever. Tags are named by index, so this
+    /// renumbers them, in address order, and renames every link to them;
+    /// if the metadata allocator refuses the new array, the old one stays.
+    #[cold]
+    fn trim_tags(&mut self) {
+        self.hash.shrunk = false;
+        if !self.tags.worth_trimming() {
+            return;
+        }
+        let live = self.tags.capacity() - self.tags.n_unused();
+        let mut map = allocator_api2::vec::Vec::new_in(self.tags.allocator().clone());
+        if map.try_reserve_exact(self.tags.capacity()).is_err() {
+            return;
+        }
+        map.resize(self.tags.capacity(), NIL);
+        // Every tag in use, spans too, is on the address-ordered list.
+        let (mut k, mut t) = (0, self.seg_head);
+        while t != NIL {
+            map[t as usize] = k;
+            k += 1;
+            t = self.tags.get(t).next;
+        }
+        debug_assert_eq!(k as usize, live);
+        if self.tags.renumber(&map, live).is_err() {
+            return;
+        }
+        let rename = |i: u32| if i == NIL { NIL } else { map[i as usize] };
+        self.seg_head = rename(self.seg_head);
+        self.seg_tail = rename(self.seg_tail);
+        self.span_head = rename(self.span_head);
+        self.span_tail = rename(self.span_tail);
+        self.rotor = rename(self.rotor);
+        self.free.rename(rename);
+        self.hash.rename(rename);
     }
 
     /// [`free`](Self::free), counted as a free or a bad free.

@@ -173,6 +173,14 @@ impl FreeLists {
         Some(w * 64 + bits.trailing_zeros() as usize)
     }
 
+    /// Renames every list head by `rename` (the tag pool was renumbered;
+    /// the links inside the tags were renamed with it).
+    pub fn rename(&mut self, rename: impl Fn(u32) -> u32) {
+        for head in self.heads.iter_mut() {
+            *head = rename(*head);
+        }
+    }
+
     #[inline]
     pub fn head(&self, list: usize) -> u32 {
         debug_assert!(list < NLISTS, "vmem: free list {list} out of range");

@@ -52,6 +52,9 @@ pub(crate) struct BusyHash<A: Allocator + Clone> {
     /// the count so insert and remove test one bound, not recompute it.
     grow_at: usize,
     shrink_below: usize,
+    /// Set when the table shrank, for the arena to see whether its tag
+    /// pool has become worth trimming too; cleared by the arena.
+    pub shrunk: bool,
 }
 
 impl<A: Allocator + Clone> BusyHash<A> {
@@ -64,6 +67,7 @@ impl<A: Allocator + Clone> BusyHash<A> {
             count: 0,
             grow_at: 0,
             shrink_below: 0,
+            shrunk: false,
         };
         hash.set_bounds();
         Ok(hash)
@@ -196,6 +200,7 @@ impl<A: Allocator + Clone> BusyHash<A> {
             return;
         };
         let old = core::mem::replace(&mut self.buckets, new);
+        self.shrunk |= n < old.len();
         self.set_bounds();
         for &head in old.iter() {
             let mut t = head;
@@ -206,6 +211,14 @@ impl<A: Allocator + Clone> BusyHash<A> {
                 self.buckets[b] = t;
                 t = next;
             }
+        }
+    }
+
+    /// Renames every tag the buckets name by `rename` (the tag pool was
+    /// renumbered; the chains inside the tags were renamed with it).
+    pub fn rename(&mut self, rename: impl Fn(u32) -> u32) {
+        for head in self.buckets.iter_mut() {
+            *head = rename(*head);
         }
     }
 

@@ -4,9 +4,12 @@
 //! Tags sit in one array from the metadata allocator and are named by a
 //! `u32` index, so a tag costs 32 bytes, links cost 4, and reaching a tag is
 //! one indexed load. Because tags are named by index, the array may move when
-//! it grows (by an eighth, so capacity stays close to use); it never shrinks,
-//! and unused tags form a stack threaded through `lnext` (the seed's
-//! `vm_freetags`).
+//! it grows (by an eighth, so capacity stays close to use), and unused tags
+//! form a stack threaded through `lnext` (the seed's `vm_freetags`). Once
+//! under a quarter of it is in use, the arena has the pool renumber the tags
+//! in use into a smaller array ([`TagPool::renumber`]) and renames every
+//! link it holds, where the seed gives tags beyond `BT_MAXFREE` back one by
+//! one.
 //!
 //! Beside the array, two bitmaps of one bit per tag say which tags are
 //! free segments and which are imported spans. Freeing a segment must know
@@ -256,15 +259,17 @@ impl<A: Allocator + Clone> TagPool<A> {
     ///
     /// Unchecked in release builds: the arena reaches tags only through
     /// indices the pool handed out ([`take`](Self::take), the unused stack)
-    /// and links copied from them, the pool never shrinks, and every link
-    /// is tested against [`NIL`] before it is followed. Debug builds assert
-    /// it.
+    /// and links copied from them; the pool shrinks only in
+    /// [`renumber`](Self::renumber), which renames every link inside the
+    /// pool into the new array while the arena renames those it holds; and
+    /// every link is tested against [`NIL`] before it is followed. Debug
+    /// builds assert it.
     #[inline(always)]
     pub fn get(&self, i: u32) -> &Tag {
         debug_assert!((i as usize) < self.len, "vmem: tag {i} out of the pool");
         // SAFETY: by the pool invariant above `i < self.len`: every index
-        // was handed out by this pool, which never shrinks, and `base`
-        // starts `len` initialised tags inside `halves`.
+        // was handed out by this pool, or renamed into it by `renumber`,
+        // and `base` starts `len` initialised tags inside `halves`.
         unsafe { self.base.add(i as usize).as_ref() }
     }
 
@@ -272,7 +277,7 @@ impl<A: Allocator + Clone> TagPool<A> {
     #[inline(always)]
     pub fn get_mut(&mut self, i: u32) -> &mut Tag {
         debug_assert!((i as usize) < self.len, "vmem: tag {i} out of the pool");
-        // SAFETY: as in `get`: `i` came from this pool, which never shrinks;
+        // SAFETY: as in `get`: `i < self.len` by the pool invariant;
         // `&mut self` makes the reference unique.
         unsafe { self.base.add(i as usize).as_mut() }
     }
@@ -378,6 +383,82 @@ impl<A: Allocator + Clone> TagPool<A> {
         }
         self.len = base + more;
         self.n_unused += more;
+        Ok(())
+    }
+
+    /// Whether so few tags are in use that the array is worth
+    /// [renumbering](Self::renumber) into a smaller one: under a quarter
+    /// of it, in a pool grown past its first few chunks. Growing by an
+    /// eighth and trimming at a quarter leave a wide band between, so a
+    /// count going up and down does not copy the array back and forth.
+    pub fn worth_trimming(&self) -> bool {
+        self.len > 4 * CHUNK && (self.len - self.n_unused) < self.len / 4
+    }
+
+    /// Moves every tag in use into a new, smaller array: tag `i` becomes
+    /// tag `map[i]`, its links renamed the same way, and an eighth to
+    /// spare (at least a chunk) goes on the unused stack. `map` names
+    /// every tag of the pool, [`NIL`] for those not in use, and numbers
+    /// the `live` tags in use `0..live`. The caller renames the links it
+    /// holds outside the pool. On a refused allocation nothing changes.
+    pub fn renumber(&mut self, map: &[u32], live: usize) -> Result<(), ()> {
+        debug_assert_eq!(map.len(), self.len);
+        debug_assert_eq!(live, self.len - self.n_unused);
+        let len = live + (live / 8).max(CHUNK);
+        let alloc = self.halves.allocator().clone();
+        let mut halves = Vec::new_in(alloc.clone());
+        halves.try_reserve_exact(2 * len + 1).map_err(drop)?;
+        advise_huge(&halves);
+        halves.resize(2 * len + 1, Half([0; 2]));
+        let (mut free, mut span) = (Bits(Vec::new_in(alloc.clone())), Bits(Vec::new_in(alloc)));
+        free.grow(len)?;
+        span.grow(len)?;
+        let start = halves.as_mut_ptr();
+        let off = (start as usize / size_of::<Half>()) & 1;
+        // SAFETY: `off + 2 * len < 2 * len + 1` halves: the tags from
+        // `start + off` lie in the buffer, on a 32-byte boundary (`start`
+        // is 16-aligned, and `off` skips a half if it is not 32-aligned).
+        let base = unsafe { NonNull::new_unchecked(start.add(off).cast::<Tag>()) };
+        let rename = |i: u32| if i == NIL { NIL } else { map[i as usize] };
+        for (old, &new) in map.iter().enumerate() {
+            if new == NIL {
+                continue;
+            }
+            let tag = *self.get(old as u32);
+            let moved = Tag {
+                prev_kind: (tag.prev_kind & !NIL) | rename(tag.prev()),
+                next: rename(tag.next),
+                lnext: rename(tag.lnext),
+                lprev: rename(tag.lprev),
+                ..tag
+            };
+            debug_assert!((new as usize) < live);
+            // SAFETY: `new < live <= len`, inside the new buffer; `Tag` is
+            // plain data, written whole.
+            unsafe { base.add(new as usize).write(moved) };
+            // SAFETY: `new < len`, the count both bitmaps grew to.
+            unsafe {
+                free.set(new, tag.is(Kind::Free));
+                span.set(new, tag.is(Kind::Span));
+            }
+        }
+        let mut unused = NIL;
+        for k in (live..len).rev() {
+            let tag = Tag {
+                lnext: unused,
+                ..Tag::UNUSED
+            };
+            // SAFETY: `k < len`, inside the new buffer.
+            unsafe { base.add(k).write(tag) };
+            unused = k as u32;
+        }
+        self.halves = halves;
+        self.base = base;
+        self.len = len;
+        self.free = free;
+        self.span = span;
+        self.unused = unused;
+        self.n_unused = len - live;
         Ok(())
     }
 
