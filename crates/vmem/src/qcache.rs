@@ -15,7 +15,7 @@ use core::ptr::NonNull;
 
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec;
-use kmem_magazine::{Backend, Config, Magazines, Mode};
+use kmem_magazine::{Backend, Config, Magazines, Mode, Name};
 
 use crate::error::VmemError;
 use kmem_sys::sync::MutexGuard;
@@ -50,6 +50,24 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> Backend for QcBackend<A, S> 
         // SAFETY: as in `import`.
         unsafe { self.core.as_ref() }.free_batch(self.size, items)
     }
+}
+
+/// `-<size>` in decimal, made without allocating (an arena may sit under
+/// a `GlobalAlloc`).
+fn size_suffix(size: usize) -> kmem_sys::Name<21> {
+    let mut text = [0u8; 21];
+    let (mut at, mut n) = (text.len(), size);
+    loop {
+        at -= 1;
+        text[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    at -= 1;
+    text[at] = b'-';
+    kmem_sys::Name::new(core::str::from_utf8(&text[at..]).unwrap_or("-?"))
 }
 
 /// Totals over the quantum caches for [`VmemStats`](crate::VmemStats).
@@ -95,9 +113,10 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> QCaches<A, S> {
             .map_err(|_| no_meta())?;
         for i in 1..=quanta {
             let size = i << qshift;
-            // The seed names each cache "<arena>-<size>"; the magazine layer
-            // keeps a short inline name, so the arena name alone is used.
-            let config = Config::new(name, size).mode(mode);
+            // "<arena>-<size>", as the seed names its caches, the arena's
+            // name cut if need be to keep the size.
+            let cache_name = Name::with_suffix(name, size_suffix(size).as_str());
+            let config = Config::new(cache_name.as_str(), size).mode(mode);
             let backend = QcBackend { core, size };
             let cache = Magazines::new_in(backend, config, alloc.clone()).map_err(|_| no_meta())?;
             self.caches.push(cache);
@@ -244,5 +263,24 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> Core<A, S> {
         };
         g.counters.bad_frees += 1;
         Err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caches_are_named_after_the_arena_and_their_size() {
+        assert_eq!(size_suffix(0).as_str(), "-0");
+        assert_eq!(size_suffix(4096).as_str(), "-4096");
+        assert_eq!(size_suffix(usize::MAX).as_str(), "-18446744073709551615");
+        // The longest arena name fits beside any realistic size; beside the
+        // largest size it is cut, and the size kept.
+        let long = "an arena name of thirty-one chr";
+        let name = Name::with_suffix(long, size_suffix(65536).as_str());
+        assert_eq!(name.as_str(), "an arena name of thirty-one chr-65536");
+        let name = Name::with_suffix(long, size_suffix(usize::MAX).as_str());
+        assert_eq!(name.as_str(), "an arena name of t-18446744073709551615");
     }
 }
