@@ -88,11 +88,20 @@ impl<A: Allocator + Clone> Arena<A> {
             let x = req.place(tag.start.max(lo), tag.end())?;
             Some(Fit::new(t, x, list_of(self.quanta(tag.size))))
         };
-        let from = match self.rotor {
+        // The rotor is a hint: a tag clipped in front of it (an aligned
+        // placement, say) may reach past the cursor, so step back over
+        // those first; before them every tag ends below the cursor.
+        let mut t = match self.rotor {
             NIL => self.seg_head,
             r => r,
         };
-        let mut t = from;
+        while t != NIL {
+            let prev = self.tags.get(t).prev();
+            if prev == NIL || self.tags.get(prev).end() < self.cursor {
+                break;
+            }
+            t = prev;
+        }
         while t != NIL {
             if let Some(f) = fit(t, self.cursor) {
                 return Some(f);

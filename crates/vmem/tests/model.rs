@@ -2,7 +2,8 @@
 //! alloc / xalloc / free / bad-free operations, run against the arena and
 //! against a reference model of free ranges (a `BTreeMap`), with `check()`
 //! after every step. Every policy is complete (it finds a fitting segment if
-//! any exists), so the arena must fail exactly when the model has no room.
+//! any exists), so the arena must fail exactly when the model has no room;
+//! next fit must also place where the model's roving cursor says.
 
 use std::collections::BTreeMap;
 
@@ -80,6 +81,26 @@ impl Model {
         })
     }
 
+    /// Where next fit puts an unconstrained `size` with its cursor at
+    /// `cursor`: the first place at or after the cursor, else, wrapping
+    /// around, the start of the first free range below it that holds it.
+    fn next_fit(&self, size: usize, cursor: usize) -> Option<usize> {
+        let holds = |x: usize, e: usize| x.checked_add(size - 1).is_some_and(|last| last <= e);
+        let after = self
+            .free
+            .iter()
+            .filter(|&(_, &e)| e >= cursor)
+            .map(|(&s, &e)| (s.max(cursor), e))
+            .find(|&(x, e)| holds(x, e));
+        let before = || {
+            self.free
+                .range(..cursor)
+                .find(|&(&s, &e)| holds(s, e))
+                .map(|(&s, &e)| (s, e))
+        };
+        after.or_else(before).map(|(x, _)| x)
+    }
+
     fn take(&mut self, x: usize, size: usize) {
         let (&s, &e) = self
             .free
@@ -147,6 +168,8 @@ fn run(data: &[u8]) -> (usize, usize) {
         busy: BTreeMap::new(),
     };
     let mut live: Vec<usize> = vec![];
+    // Just past the last next-fit allocation, as the arena keeps it.
+    let mut cursor = 0usize;
     let (mut ok, mut failed) = (0, 0);
     // `arbitrary` pads exhausted input with zeros, so stop when it runs out.
     while !u.is_empty() {
@@ -166,6 +189,10 @@ fn run(data: &[u8]) -> (usize, usize) {
                 let size = (usize::from(quanta) % 64 + 1) * Q;
                 match a.alloc(size, policy(p)) {
                     Ok(x) => {
+                        if policy(p) == Policy::NextFit {
+                            assert_eq!(Some(x), m.next_fit(size, cursor), "cursor {cursor:#x}");
+                            cursor = x.wrapping_add(size);
+                        }
                         m.take(x, size);
                         live.push(x);
                         ok += 1;
@@ -219,6 +246,9 @@ fn run(data: &[u8]) -> (usize, usize) {
                             (x + (size - 1)).checked_div(c.nocross),
                         ) {
                             assert_eq!(a, b, "{x:#x}+{size:#x} crosses {:#x}", c.nocross);
+                        }
+                        if policy(p) == Policy::NextFit {
+                            cursor = x.wrapping_add(size);
                         }
                         m.take(x, size);
                         live.push(x);
