@@ -131,6 +131,10 @@
 //! lock while taking its parent's. The quantum caches call into the arena
 //! with no magazine lock held (kmem-magazine's rule), and the arena drains
 //! them with its own lock dropped, so the order is magazine → arena only.
+//! The metadata allocator, by contrast, is called with the arena lock held
+//! (to fill the tag reserve, resize the busy hash, trim the tags), as the
+//! seed allocates tags under `vm_lock`: it must never call back into the
+//! same arena, whose lock is not re-entrant.
 //!
 //! # Kernel shapes in user-space Rust
 //!
