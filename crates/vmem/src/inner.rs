@@ -459,6 +459,7 @@ where
             qcache_frees: qc.frees,
             qcache_cached: qc.cached_bytes,
             tags: g.tags.capacity(),
+            unused_tags: g.tags.n_unused(),
             hash_buckets: g.hash.buckets(),
             metadata_bytes: size_of::<Self>() + g.metadata_bytes() + qc.metadata_bytes,
         }

@@ -94,6 +94,12 @@ pub struct VmemStats {
     pub qcache_cached: usize,
     /// Boundary tags allocated (used or spare) and hash buckets.
     pub tags: usize,
+    /// Boundary tags allocated but not in use, ready for the next
+    /// operations (the seed's `vm_nfreetags`, the "free tags" of its DDB
+    /// `show vmem`). Every operation first tops them up to four (the
+    /// seed's `bt_fill` to `BT_MAXALLOC`), so that it cannot run out of
+    /// tags halfway.
+    pub unused_tags: usize,
     /// See `tags`.
     pub hash_buckets: usize,
     /// Bytes of arena metadata: the arena's own structure (free-list

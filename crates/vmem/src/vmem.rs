@@ -125,6 +125,29 @@ where
         1 << self.qshift
     }
 
+    /// `size` rounded up to the quantum (`vmem_roundup_size`): the bytes
+    /// an allocation of `size` takes from the arena, and that its free
+    /// gives back.
+    ///
+    /// ```
+    /// use kmem_vmem::Vmem;
+    ///
+    /// let pages = Vmem::builder("pages").span(0, 1 << 20).quantum(4096).build()?;
+    /// assert_eq!(pages.round_size(1)?, 4096);
+    /// assert_eq!(pages.round_size(8192)?, 8192);
+    /// assert!(pages.round_size(0).is_err());
+    /// # Ok::<(), kmem_vmem::VmemError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`VmemError::InvalidSize`] for 0 and for a size that overflows
+    /// when rounded up (the seed's macro wraps around instead), as
+    /// [`alloc`](Self::alloc) refuses them.
+    pub fn round_size(&self, size: usize) -> Result<usize, VmemError> {
+        self.core().round(size)
+    }
+
     /// Allocates `size` bytes (rounded up to the quantum) placed by
     /// `policy`, without waiting (`vmem_alloc(..., M_NOWAIT)`). Sizes up to
     /// `qcache_max` come from the quantum cache of that size, whatever the
