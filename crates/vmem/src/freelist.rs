@@ -98,6 +98,20 @@ pub(crate) fn list_of(q: usize) -> usize {
     }
 }
 
+/// The smallest size (in quanta) list `i` holds, for `i < NLISTS`: the
+/// inverse of [`list_of`], which files `q` on the last list whose least
+/// size is at most `q`.
+pub(crate) fn list_min(i: usize) -> usize {
+    debug_assert!(i < NLISTS);
+    if i < EXACT {
+        i + 1
+    } else {
+        let j = i - EXACT;
+        let b = FIRST_BIT + (j / SUBS) as u32;
+        (1 << b) | ((j % SUBS) << (b - SUB_BITS))
+    }
+}
+
 /// The first list whose every member holds `q` quanta: instant fit takes
 /// its head (`bt_freehead_toalloc` with `M_FIRSTFIT`, on this crate's finer
 /// lists: the exact list below 64 quanta, else the eighth-class list whose
@@ -266,17 +280,6 @@ impl FreeLists {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The smallest size (in quanta) list `i` can hold.
-    fn list_min(i: usize) -> usize {
-        if i < EXACT {
-            i + 1
-        } else {
-            let j = i - EXACT;
-            let b = FIRST_BIT + (j / SUBS) as u32;
-            (1 << b) | ((j % SUBS) << (b - SUB_BITS))
-        }
-    }
 
     #[test]
     fn lists_cover_every_size_once_in_size_order() {

@@ -207,6 +207,7 @@ mod fit;
 mod freelist;
 mod hash;
 mod inner;
+mod introspect;
 mod qcache;
 mod search;
 mod source;
@@ -217,6 +218,7 @@ mod vmem;
 pub use builder::{Builder, QCACHE_MAX_QUANTA};
 pub use error::{ArenaName, NAME_MAX, VmemError};
 pub use fit::{Constraints, Policy};
+pub use introspect::{BoundaryTag, ClassUsage, Dump, FreeList, Summary, TagKind, Whatis};
 /// The quantum caches' front end ([`Builder::qcache_mode`]).
 pub use kmem_magazine::Mode;
 pub use source::{ImportFns, NoSource, Source};

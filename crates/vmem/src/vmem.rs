@@ -12,6 +12,7 @@ use kmem_magazine::Mode;
 use crate::error::VmemError;
 use crate::fit::{Constraints, Policy};
 use crate::inner::Core;
+use crate::introspect::{self, Dump, Introspect, Summary, Whatis};
 use crate::source::{NoSource, Source};
 use crate::stats::VmemStats;
 
@@ -427,6 +428,76 @@ where
     /// A snapshot of the arena's sizes and counters (`vmem_size` and more).
     pub fn stats(&self) -> VmemStats {
         self.core().stats()
+    }
+
+    /// The segment holding `addr`, free or allocated, and where in it
+    /// `addr` lies (`vmem_whatis`); `None` if no span of the arena holds
+    /// it. It walks the arena's spans, then the segments of the one
+    /// holding `addr`, under the arena lock, and never allocates.
+    ///
+    /// ```
+    /// use kmem_vmem::{Policy, Vmem};
+    ///
+    /// let a = Vmem::builder("heap").span(0x1000, 0x1000).quantum(16).build()?;
+    /// let x = a.alloc(64, Policy::InstantFit)?;
+    /// let w = a.whatis(x + 20).unwrap();
+    /// assert_eq!((w.start, w.size, w.allocated, w.offset), (x, 64, true, 20));
+    /// assert_eq!(w.to_string(), "0x1014 is 0x1000+0x14 in vmem 'heap' (allocated)");
+    /// assert!(!a.whatis(x + 64).unwrap().allocated); // the free rest of the span
+    /// assert!(a.whatis(0x2000).is_none());
+    /// # Ok::<(), kmem_vmem::VmemError>(())
+    /// ```
+    pub fn whatis(&self, addr: usize) -> Option<Whatis> {
+        self.core().arena.lock().whatis(addr)
+    }
+
+    /// A snapshot of every span and segment in address order, and of
+    /// every non-empty free list (`vmem_dump`); print it, or read its
+    /// [`tags`](Dump::tags) and [`free_lists`](Dump::free_lists).
+    ///
+    /// This debugging call allocates the snapshot from the global
+    /// allocator. It does so with the arena lock dropped, and fills it
+    /// under the lock, so it is safe to call on an arena that a global
+    /// allocator is built on, but never from *inside* a global allocator
+    /// (it would re-enter it). [`whatis`](Self::whatis) and
+    /// [`summary`](Self::summary) do not allocate.
+    ///
+    /// ```
+    /// use kmem_vmem::{Policy, TagKind, Vmem};
+    ///
+    /// let a = Vmem::builder("ids").span(0, 100).build()?;
+    /// let x = a.alloc(10, Policy::InstantFit)?;
+    /// let kinds: Vec<_> = a.dump().tags().iter().map(|t| (t.start, t.size, t.kind)).collect();
+    /// assert_eq!(
+    ///     kinds,
+    ///     [(0, 100, TagKind::StaticSpan), (x, 10, TagKind::Busy), (10, 90, TagKind::Free)]
+    /// );
+    /// print!("{}", a.dump());
+    /// # Ok::<(), kmem_vmem::VmemError>(())
+    /// ```
+    pub fn dump(&self) -> Dump {
+        introspect::dump(&self.core().arena)
+    }
+
+    /// The arena's sizes and tag counts, and its busy and free segments
+    /// counted by the seed's size classes (DDB `show vmem`); its
+    /// `Display` is the seed's table. Taken under the arena lock, without
+    /// allocating.
+    ///
+    /// ```
+    /// use kmem_vmem::{Policy, Vmem};
+    ///
+    /// let a = Vmem::builder("pages").span(0, 1 << 20).quantum(4096).build()?;
+    /// a.alloc(4096, Policy::InstantFit)?;
+    /// a.alloc(4096, Policy::InstantFit)?;
+    /// let s = a.summary();
+    /// assert_eq!((s.inuse, s.busy_tags), (8192, 2));
+    /// let one_page = s.classes().next().unwrap();
+    /// assert_eq!((one_page.min_size, one_page.busy, one_page.busy_bytes), (4096, 2, 8192));
+    /// # Ok::<(), kmem_vmem::VmemError>(())
+    /// ```
+    pub fn summary(&self) -> Summary {
+        self.core().arena.lock().summary()
     }
 }
 
