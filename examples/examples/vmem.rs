@@ -4,8 +4,9 @@
 //! Two uses side by side:
 //! 1. An ID allocator (quantum 1, next fit): look for freed IDs *not* being
 //!    handed out again at once — the cursor moves on and wraps later. The
-//!    arena belongs to `main` alone, so it is used through `&mut` (the
-//!    `_mut` methods), which skips the arena lock.
+//!    arena belongs to `main` alone, so it is kept off the process-wide
+//!    arena list and used through `&mut` (the `_mut` methods), which
+//!    skips the arena lock.
 //! 2. An address-space allocator: a parent arena of "virtual addresses"
 //!    and a page-granular child that imports 64 KiB spans from it and keeps
 //!    quantum caches for 1..=8 pages. Look for: few imports for many
@@ -32,7 +33,7 @@ fn show(name: &str, s: &VmemStats) {
 
 fn main() -> Result<(), VmemError> {
     println!("1. process IDs 1..=32767, next fit, owned by main (no lock)");
-    let mut pids = Vmem::builder("pids").span(1, 32767).build()?;
+    let mut pids = Vmem::builder("pids").span(1, 32767).listed(false).build()?;
     let first: Vec<usize> = (0..5)
         .map(|_| pids.alloc_mut(1, Policy::NextFit))
         .collect::<Result<_, _>>()?;

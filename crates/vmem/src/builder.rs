@@ -39,6 +39,7 @@ struct Settings {
     qcache_mode: Mode,
     import_quantum: usize,
     limit: usize,
+    listed: bool,
 }
 
 impl Vmem {
@@ -55,6 +56,7 @@ impl Vmem {
                 qcache_mode: Mode::PerCpu,
                 import_quantum: 0,
                 limit: 0,
+                listed: true,
             },
             source: NoSource,
             reclaim: None,
@@ -167,6 +169,21 @@ where
         }
     }
 
+    /// Whether the arena goes on the process-wide arena list, where
+    /// [`for_each_arena`](crate::for_each_arena) and
+    /// [`whatis_all`](crate::whatis_all) find it (the seed's `vmem_list`,
+    /// which holds every arena). Default `true`.
+    ///
+    /// Walkers of the list reach a listed arena from other threads, so
+    /// `&mut` access to it no longer means that nobody else touches it:
+    /// its `_mut` methods ([`Vmem::alloc_mut`] and others) take the arena
+    /// lock as the `&self` ones do. An arena owned by one thread that
+    /// wants them without the lock is built with `listed(false)`.
+    pub fn listed(mut self, listed: bool) -> Self {
+        self.settings.listed = listed;
+        self
+    }
+
     /// Checks the settings and builds the arena.
     ///
     /// # Errors
@@ -176,7 +193,22 @@ where
     /// a `qcache_max` above [`QCACHE_MAX_QUANTA`] quanta;
     /// [`VmemError::InvalidSpan`] for a bad initial span;
     /// [`VmemError::NoMetadata`] if the metadata allocator fails.
-    pub fn build(self) -> Result<Vmem<A, S>, VmemError> {
+    ///
+    /// The metadata allocator must not borrow (`A: 'static`): the arena
+    /// list reaches the arena's tags, and a `Vmem` may be leaked without
+    /// being dropped, so it could outlive a borrowed allocator.
+    ///
+    /// ```compile_fail
+    /// use allocator_api2::alloc::Global;
+    /// use kmem_vmem::Vmem;
+    ///
+    /// let local = Global;
+    /// let a = Vmem::builder("borrows").metadata(&local).build(); // `local` must be 'static
+    /// ```
+    pub fn build(self) -> Result<Vmem<A, S>, VmemError>
+    where
+        A: 'static,
+    {
         let name = self.settings.name;
         let bad = |what| Err(VmemError::InvalidConfig { arena: name, what });
         let q = self.settings.quantum;
@@ -218,6 +250,6 @@ where
             reclaim,
         );
         let qcaches = (self.settings.qcache_max / q, self.settings.qcache_mode);
-        Vmem::new_in(core, qcaches, self.alloc)
+        Vmem::new_in(core, qcaches, self.alloc, self.settings.listed)
     }
 }

@@ -13,6 +13,7 @@ use crate::arena::Arena;
 use crate::error::{ArenaName, VmemError};
 use crate::fit::{Constraints, Policy, Request};
 use crate::qcache::QCaches;
+use crate::registry::Node;
 use crate::source::Source;
 use crate::stats::VmemStats;
 use crate::tag::{Kind, NIL};
@@ -34,6 +35,8 @@ pub(crate) struct Core<A: Allocator + Clone + Send + Sync, S: Source> {
     cv: Condvar,
     /// One magazine cache per multiple of the quantum up to `qcache_max`.
     pub qcaches: QCaches<A, S>,
+    /// The arena's place on the arena list (`vm_alllist`).
+    pub(crate) node: Node,
 }
 
 /// How long an allocation may wait for resources.
@@ -60,6 +63,7 @@ where
         let qcaches = QCaches::new(arena.tags.allocator().clone());
         Core {
             name: arena.name,
+            node: Node::new(arena.name),
             qshift: arena.qshift,
             import_quantum,
             limit,

@@ -25,6 +25,7 @@ use crate::freelist::{NLISTS, list_min};
 use crate::tag::{Kind, NIL, Tag};
 
 /// Where an address lies in an arena: from [`Vmem::whatis`](crate::Vmem::whatis)
+/// and, for every listed arena at once, [`whatis_all`](crate::whatis_all)
 /// (the seed's `vmem_whatis`). Its `Display` is the seed's line, e.g.
 /// `0x1234 is 0x1200+0x34 in vmem 'heap' (allocated)`.
 ///

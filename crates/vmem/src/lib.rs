@@ -125,7 +125,8 @@
 //! [`free_mut`](Vmem::free_mut) and [`xfree_mut`](Vmem::xfree_mut) do what
 //! their `&self` twins do without the lock's two atomic operations, except
 //! in an arena with per-thread quantum caches, which other threads' exit
-//! hooks reach. The lock is
+//! hooks reach, and in one on the arena list, which its walkers reach
+//! (build it with [`listed(false)`](Builder::listed)). The lock is
 //! dropped around every call out — import, release, reclaim — as the seed
 //! drops it around `vm_importfn`; a child arena therefore never holds its
 //! lock while taking its parent's. The quantum caches call into the arena
@@ -135,6 +136,19 @@
 //! (to fill the tag reserve, resize the busy hash, trim the tags), as the
 //! seed allocates tags under `vm_lock`: it must never call back into the
 //! same arena, whose lock is not re-entrant.
+//!
+//! **The arena list.** Every arena built [`listed`](Builder::listed) (the
+//! default) is on one process-wide list (the seed's `vmem_list`), guarded
+//! by one static futex lock from `kmem_sys::sync` (`vmem_list_lock`). The
+//! list is intrusive, through a node in each arena's core, so joining it
+//! at build and leaving it first thing in `Drop` allocate nothing. The
+//! order is list lock → arena lock: [`for_each_arena`] and [`whatis_all`]
+//! hold the list lock while they take each arena's lock, and no arena
+//! takes the list lock while it holds its own, since only building and
+//! dropping an arena take it. So code that runs under an arena lock (the
+//! metadata allocator) or is called by a walk must not build or drop a
+//! listed arena. Walkers reach a listed arena from other threads, so its
+//! `_mut` methods take the lock too.
 //!
 //! # Kernel shapes in user-space Rust
 //!
@@ -209,6 +223,7 @@ mod hash;
 mod inner;
 mod introspect;
 mod qcache;
+mod registry;
 mod search;
 mod source;
 mod stats;
@@ -221,6 +236,7 @@ pub use fit::{Constraints, Policy};
 pub use introspect::{BoundaryTag, ClassUsage, Dump, FreeList, Summary, TagKind, Whatis};
 /// The quantum caches' front end ([`Builder::qcache_mode`]).
 pub use kmem_magazine::Mode;
+pub use registry::{ArenaRef, for_each_arena, whatis_all};
 pub use source::{ImportFns, NoSource, Source};
 pub use stats::VmemStats;
 pub use vmem::Vmem;

@@ -13,6 +13,7 @@ use crate::error::VmemError;
 use crate::fit::{Constraints, Policy};
 use crate::inner::Core;
 use crate::introspect::{self, Dump, Introspect, Summary, Whatis};
+use crate::registry;
 use crate::source::{NoSource, Source};
 use crate::stats::VmemStats;
 
@@ -23,8 +24,9 @@ use crate::stats::VmemStats;
 /// `A` is the allocator its metadata comes from, `S` the [`Source`] it
 /// imports spans from. Every method takes `&self`, so share an arena
 /// between threads with an `Arc`, a reference or a `static`; an owner with
-/// `&mut` access can skip the arena lock with the `_mut` twins
-/// ([`alloc_mut`](Self::alloc_mut) and others).
+/// `&mut` access to an arena built off the arena list
+/// ([`listed(false)`](crate::Builder::listed)) can skip the arena lock
+/// with the `_mut` twins ([`alloc_mut`](Self::alloc_mut) and others).
 pub struct Vmem<A: Allocator + Clone + Send + Sync = Global, S: Source = NoSource> {
     /// The core, allocated from `alloc` at a fixed address because the
     /// quantum caches' backends point at it.
@@ -36,6 +38,9 @@ pub struct Vmem<A: Allocator + Clone + Send + Sync = Global, S: Source = NoSourc
     /// flush them into the caches' depots, inside the core, from other
     /// threads. Then the `_mut` methods lock as the `&self` ones do.
     thread_caches: bool,
+    /// Whether the core is on the arena list, where walkers on other
+    /// threads reach it; then too the `_mut` methods lock.
+    listed: bool,
     alloc: A,
 }
 
@@ -50,13 +55,21 @@ where
     A: Allocator + Clone + Send + Sync,
     S: Source,
 {
-    /// Places `core` in memory from `alloc` and puts `qcache_quanta`
-    /// quantum caches in front of it.
+    /// Places `core` in memory from `alloc`, puts `qcache_quanta`
+    /// quantum caches in front of it, and puts it on the arena list if
+    /// `listed`. The list reaches arenas of any allocator type, so the
+    /// allocator must not borrow: a `Vmem` may be leaked without being
+    /// dropped, and the list would then reach its tags after their memory
+    /// was gone.
     pub(crate) fn new_in(
         core: Core<A, S>,
         (qcache_quanta, qcache_mode): (usize, Mode),
         alloc: A,
-    ) -> Result<Self, VmemError> {
+        listed: bool,
+    ) -> Result<Self, VmemError>
+    where
+        A: 'static,
+    {
         let arena = core.name_raw();
         let no_meta = || VmemError::NoMetadata { arena };
         let qshift = core.quantum().trailing_zeros();
@@ -71,6 +84,7 @@ where
             qshift,
             qcache_max: qcache_quanta << qshift,
             thread_caches: false,
+            listed,
             alloc,
         };
         // SAFETY: nothing else refers to the core yet, so this is the only
@@ -86,6 +100,13 @@ where
             )?;
         }
         vmem.thread_caches = vmem.core().qcaches.any_per_thread();
+        if listed {
+            let core = vmem.core();
+            // SAFETY: the core stays at this address until `drop` frees it,
+            // and `drop` unregisters it first; nothing borrows it mutably
+            // meanwhile (`core_mut` refuses while it is listed).
+            unsafe { registry::register(&core.node, &core.arena) };
+        }
         Ok(vmem)
     }
 
@@ -96,22 +117,23 @@ where
     }
 
     /// The core to use without its lock, unless per-thread quantum caches
-    /// may reach it from other threads. Callers keep the borrow to code
-    /// that touches nothing else of the core: the quantum caches' backends
-    /// reach it through pointers of their own.
+    /// or walkers of the arena list may reach it from other threads.
+    /// Callers keep the borrow to code that touches nothing else of the
+    /// core: the quantum caches' backends reach it through pointers of
+    /// their own.
     #[inline(always)]
     fn core_mut(&mut self) -> Option<&mut Core<A, S>> {
-        if self.thread_caches {
+        if self.thread_caches || self.listed {
             return None;
         }
         // SAFETY: the core is live until `drop`. `&mut self` excludes every
-        // other use of this `Vmem`; without per-thread caches nothing else
-        // reaches the core from another thread (per-CPU caches run only
-        // inside `Vmem` methods, and a child arena holds its parent by
-        // reference or value, so `&mut` to a parent rules out its
-        // children); and the callers' borrow ends before any call that
-        // re-enters the core through a backend (`try_alloc_mut` and
-        // `xfree_mut` never call the caches).
+        // other use of this `Vmem`; without per-thread caches and off the
+        // arena list, nothing else reaches the core from another thread
+        // (per-CPU caches run only inside `Vmem` methods, and a child
+        // arena holds its parent by reference or value, so `&mut` to a
+        // parent rules out its children); and the callers' borrow ends
+        // before any call that re-enters the core through a backend
+        // (`try_alloc_mut` and `xfree_mut` never call the caches).
         Some(unsafe { self.core.as_mut() })
     }
 
@@ -317,12 +339,13 @@ where
     /// self`. Sizes up to `qcache_max` still go to their quantum cache,
     /// slow paths (import, drain, reclaim) take the lock, and an arena with
     /// per-thread quantum caches always locks (other threads' exit hooks
-    /// reach it).
+    /// reach it), as does one on the arena list (walkers reach it): build
+    /// it with [`listed(false)`](crate::Builder::listed) to skip the lock.
     ///
     /// ```
     /// use kmem_vmem::{Policy, Vmem};
     ///
-    /// let mut ids = Vmem::builder("ids").span(1, 1000).build()?;
+    /// let mut ids = Vmem::builder("ids").span(1, 1000).listed(false).build()?;
     /// let id = ids.alloc_mut(1, Policy::InstantFit)?;
     /// ids.free_mut(id, 1)?;
     /// assert_eq!(ids.stats().allocated, 0);
@@ -503,6 +526,11 @@ where
 
 impl<A: Allocator + Clone + Send + Sync, S: Source> Drop for Vmem<A, S> {
     fn drop(&mut self) {
+        if self.listed {
+            // Off the list before anything of the core changes: once this
+            // returns, no walker of the list can reach it.
+            registry::unregister(&self.core().node);
+        }
         let p = self.core.as_ptr();
         // SAFETY: the core is live. The `&mut` to its caches ends once they
         // are moved out; dropping them returns their segments through shared
