@@ -172,6 +172,29 @@
 //!   [`Vmem::free_cached`] (checked against the arena in debug builds);
 //!   the safe [`Vmem::free`] is checked in every build and frees to the
 //!   arena.
+//! - The seed's debugging interfaces print through a `printf`-like
+//!   callback; here each returns a value to read or print (its `Display`
+//!   is the seed's text):
+//!   - `vmem_whatis(addr, pr)`, which walks `vmem_list`, is
+//!     [`whatis_all(addr)`](whatis_all), a [`Whatis`] per listed arena
+//!     holding `addr`; [`Vmem::whatis`] asks one arena.
+//!   - `vmem_dump(vm, pr)` is [`Vmem::dump`]: a [`Dump`] of the spans and
+//!     segments in address order and of the non-empty free lists, its
+//!     vectors allocated with the arena lock dropped.
+//!   - `vmem_printall` (DDB `show all vmemdump`) is [`for_each_arena`]
+//!     printing each [`ArenaRef::dump`].
+//!   - DDB `show vmem` is [`Vmem::summary`]: a [`Summary`] with the busy
+//!     and free segments per `SIZE2ORDER` class ([`ClassUsage`]); `show
+//!     all vmem` is [`for_each_arena`] printing each
+//!     [`ArenaRef::summary`].
+//!   - `vm_nfreetags` is [`VmemStats::unused_tags`] (and the summary's).
+//! - `vmem_roundup_size` is [`Vmem::round_size`], which refuses 0 and a
+//!   size that overflows, where the seed's macro wraps around.
+//! - `vmem_list` and `vmem_list_lock` are the arena list (see
+//!   [Locking](#locking)); [`Builder::listed`] keeps an arena off it.
+//!   `vmem_destroy` leaves the list; here `Drop` does. A `Vmem` may be
+//!   leaked and never dropped, and stay on the list, so the metadata
+//!   allocator it keeps its tags in must be `'static`.
 //!
 //! # Examples
 //!
