@@ -12,7 +12,8 @@
 //!    quantum caches for 1..=8 pages. Look for: few imports for many
 //!    allocations, `qcache_allocs` counting cache hits, the child's spans
 //!    going back to the parent once everything is freed (`releases`,
-//!    parent `allocated` back to 0), and a constrained `xalloc`.
+//!    parent `allocated` back to 0), a constrained `xalloc`, and the
+//!    seed's debugging walks: `whatis_all` and the DDB summary.
 //!
 //! Run with `cargo run -p kmem-examples --example vmem`.
 
@@ -90,6 +91,14 @@ fn main() -> Result<(), VmemError> {
     println!("  after two rounds of 200 allocations:");
     show("va", &va.stats());
     show("heap", &heap.stats());
+    // The seed's debugging walks: the arena holding an address (here both
+    // the child and the parent it imported the span from), and the DDB
+    // summary of the child by size class.
+    println!("  whatis {:#x}:", aligned + PAGE);
+    for w in kmem_vmem::whatis_all(aligned + PAGE) {
+        println!("    {w}");
+    }
+    print!("{}", heap.summary());
 
     for (addr, size) in live {
         heap.free(addr, size)?;
