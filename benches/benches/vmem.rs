@@ -124,7 +124,6 @@ fn arena(n: usize) -> Vmem {
     Vmem::builder("bench")
         .span(0, n * 2 * MAX_QUANTA as usize * Q)
         .quantum(Q)
-        .listed(false)
         .build()
         .expect("arena")
 }

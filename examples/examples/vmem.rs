@@ -34,7 +34,7 @@ fn show(name: &str, s: &VmemStats) {
 
 fn main() -> Result<(), VmemError> {
     println!("1. process IDs 1..=32767, next fit, owned by main (no lock)");
-    let mut pids = Vmem::builder("pids").span(1, 32767).listed(false).build()?;
+    let mut pids = Vmem::builder("pids").span(1, 32767).build()?;
     let first: Vec<usize> = (0..5)
         .map(|_| pids.alloc_mut(1, Policy::NextFit))
         .collect::<Result<_, _>>()?;
@@ -58,12 +58,14 @@ fn main() -> Result<(), VmemError> {
         Vmem::builder("va")
             .span(0x7f00_0000_0000, 1 << 32)
             .quantum(PAGE)
+            .listed(true)
             .build()?,
     );
     let heap = Vmem::builder("heap")
         .quantum(PAGE)
         .qcache_max(8 * PAGE)
         .source(va.clone(), 16 * PAGE)
+        .listed(true)
         .build()?;
     // Two rounds: the second finds the first round's small segments in
     // the quantum caches' magazines. `free` checks every free against the

@@ -56,7 +56,7 @@ impl Vmem {
                 qcache_mode: Mode::PerCpu,
                 import_quantum: 0,
                 limit: 0,
-                listed: true,
+                listed: false,
             },
             source: NoSource,
             reclaim: None,
@@ -171,14 +171,14 @@ where
 
     /// Whether the arena goes on the process-wide arena list, where
     /// [`for_each_arena`](crate::for_each_arena) and
-    /// [`whatis_all`](crate::whatis_all) find it (the seed's `vmem_list`,
-    /// which holds every arena). Default `true`.
-    ///
-    /// Walkers of the list reach a listed arena from other threads, so
-    /// `&mut` access to it no longer means that nobody else touches it:
-    /// its `_mut` methods ([`Vmem::alloc_mut`] and others) take the arena
-    /// lock as the `&self` ones do. An arena owned by one thread that
-    /// wants them without the lock is built with `listed(false)`.
+    /// [`whatis_all`](crate::whatis_all) find it (the seed's `vmem_list`).
+    /// Default `false`: the seed lists every arena, but walkers of the list
+    /// reach a listed arena from other threads, so `&mut` access to it no
+    /// longer means that nobody else touches it, and its `_mut` methods
+    /// ([`Vmem::alloc_mut`] and others) must take the arena lock as the
+    /// `&self` ones do. Listing is for arenas worth finding from a
+    /// debugger's point of view; the `_mut` fast path stays lock-free for
+    /// the others.
     pub fn listed(mut self, listed: bool) -> Self {
         self.settings.listed = listed;
         self

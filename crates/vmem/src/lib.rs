@@ -125,8 +125,8 @@
 //! [`free_mut`](Vmem::free_mut) and [`xfree_mut`](Vmem::xfree_mut) do what
 //! their `&self` twins do without the lock's two atomic operations, except
 //! in an arena with per-thread quantum caches, which other threads' exit
-//! hooks reach, and in one on the arena list, which its walkers reach
-//! (build it with [`listed(false)`](Builder::listed)). The lock is
+//! hooks reach, and in one put on the arena list
+//! ([`Builder::listed`]), which its walkers reach. The lock is
 //! dropped around every call out — import, release, reclaim — as the seed
 //! drops it around `vm_importfn`; a child arena therefore never holds its
 //! lock while taking its parent's. The quantum caches call into the arena
@@ -137,8 +137,8 @@
 //! seed allocates tags under `vm_lock`: it must never call back into the
 //! same arena, whose lock is not re-entrant.
 //!
-//! **The arena list.** Every arena built [`listed`](Builder::listed) (the
-//! default) is on one process-wide list (the seed's `vmem_list`), guarded
+//! **The arena list.** Every arena built [`listed`](Builder::listed) is on
+//! one process-wide list (the seed's `vmem_list`), guarded
 //! by one static futex lock from `kmem_sys::sync` (`vmem_list_lock`). The
 //! list is intrusive, through a node in each arena's core, so joining it
 //! at build and leaving it first thing in `Drop` allocate nothing. The
@@ -191,7 +191,9 @@
 //! - `vmem_roundup_size` is [`Vmem::round_size`], which refuses 0 and a
 //!   size that overflows, where the seed's macro wraps around.
 //! - `vmem_list` and `vmem_list_lock` are the arena list (see
-//!   [Locking](#locking)); [`Builder::listed`] keeps an arena off it.
+//!   [Locking](#locking)). The seed lists every arena; here an arena
+//!   joins when built with [`Builder::listed`], because its `_mut`
+//!   methods must then lock.
 //!   `vmem_destroy` leaves the list; here `Drop` does. A `Vmem` may be
 //!   leaked and never dropped, and stay on the list, so the metadata
 //!   allocator it keeps its tags in must be `'static`.

@@ -164,13 +164,13 @@ fn walk(list: &MutexGuard<'_, List>, mut f: impl FnMut(ArenaRef<'_>)) {
 /// `f` runs with the arena list locked, so that no arena it is given can
 /// be dropped meanwhile. It must not build or drop an arena, nor walk the
 /// list again ([`whatis_all`], `for_each_arena`): those take the list
-/// lock, and would wait for ever. (An arena built with
-/// [`listed(false)`](crate::Builder::listed) may be built and dropped.)
+/// lock, and would wait for ever. (An arena not on the list, the
+/// default, may be built and dropped.)
 ///
 /// ```
 /// use kmem_vmem::{Policy, Vmem};
 ///
-/// let heap = Vmem::builder("doc heap").span(0x1000, 0x1000).quantum(16).build()?;
+/// let heap = Vmem::builder("doc heap").span(0x1000, 0x1000).quantum(16).listed(true).build()?;
 /// heap.alloc(64, Policy::InstantFit)?;
 /// let mut inuse = None;
 /// kmem_vmem::for_each_arena(|arena| {
@@ -198,8 +198,10 @@ pub fn for_each_arena(f: impl FnMut(ArenaRef<'_>)) {
 /// use kmem_vmem::{Policy, Vmem};
 /// use std::sync::Arc;
 ///
-/// let va = Arc::new(Vmem::builder("doc va").span(0x4000_0000, 1 << 20).quantum(4096).build()?);
-/// let heap = Vmem::builder("doc child").quantum(4096).source(va.clone(), 0x1_0000).build()?;
+/// let va = Vmem::builder("doc va").span(0x4000_0000, 1 << 20).quantum(4096).listed(true);
+/// let va = Arc::new(va.build()?);
+/// let heap = Vmem::builder("doc child").quantum(4096).source(va.clone(), 0x1_0000);
+/// let heap = heap.listed(true).build()?;
 /// let p = heap.alloc(4096, Policy::InstantFit)?;
 /// for w in kmem_vmem::whatis_all(p + 8) {
 ///     println!("{w}"); // e.g. "0x40000008 is 0x40000000+0x8 in vmem 'doc child' (allocated)"

@@ -24,9 +24,7 @@ use crate::stats::VmemStats;
 /// `A` is the allocator its metadata comes from, `S` the [`Source`] it
 /// imports spans from. Every method takes `&self`, so share an arena
 /// between threads with an `Arc`, a reference or a `static`; an owner with
-/// `&mut` access to an arena built off the arena list
-/// ([`listed(false)`](crate::Builder::listed)) can skip the arena lock
-/// with the `_mut` twins ([`alloc_mut`](Self::alloc_mut) and others).
+/// `&mut` access can skip the arena lock with the `_mut` twins ([`alloc_mut`](Self::alloc_mut) and others).
 pub struct Vmem<A: Allocator + Clone + Send + Sync = Global, S: Source = NoSource> {
     /// The core, allocated from `alloc` at a fixed address because the
     /// quantum caches' backends point at it.
@@ -339,13 +337,13 @@ where
     /// self`. Sizes up to `qcache_max` still go to their quantum cache,
     /// slow paths (import, drain, reclaim) take the lock, and an arena with
     /// per-thread quantum caches always locks (other threads' exit hooks
-    /// reach it), as does one on the arena list (walkers reach it): build
-    /// it with [`listed(false)`](crate::Builder::listed) to skip the lock.
+    /// reach it), as does one put on the arena list
+    /// ([`listed`](crate::Builder::listed): its walkers reach it).
     ///
     /// ```
     /// use kmem_vmem::{Policy, Vmem};
     ///
-    /// let mut ids = Vmem::builder("ids").span(1, 1000).listed(false).build()?;
+    /// let mut ids = Vmem::builder("ids").span(1, 1000).build()?;
     /// let id = ids.alloc_mut(1, Policy::InstantFit)?;
     /// ids.free_mut(id, 1)?;
     /// assert_eq!(ids.stats().allocated, 0);

@@ -28,7 +28,6 @@ fn exclusive_and_shared_calls_place_every_segment_alike() {
         Vmem::builder("twin")
             .span(0x1000, 0x10_0000)
             .quantum(16)
-            .listed(false)
             .build()
             .unwrap()
     };
@@ -90,7 +89,6 @@ fn exclusive_bad_frees_are_errors_that_change_nothing() {
     let mut a = Vmem::builder("bad")
         .span(0, 4096)
         .quantum(16)
-        .listed(false)
         .build()
         .unwrap();
     let x = a.alloc_mut(64, Policy::InstantFit).unwrap();
@@ -125,7 +123,6 @@ fn an_exclusive_allocation_that_needs_a_cache_drain_gets_it() {
         .span(0, 32 * 16)
         .quantum(16)
         .qcache_max(16)
-        .listed(false)
         .build()
         .unwrap();
     let mut xs = Vec::new();
@@ -153,7 +150,6 @@ fn exclusive_calls_use_quantum_caches_of_either_mode() {
             .quantum(16)
             .qcache_max(4 * 16)
             .qcache_mode(mode)
-            .listed(false)
             .build()
             .unwrap();
         let x = a.alloc_mut(32, Policy::InstantFit).unwrap();

@@ -55,36 +55,40 @@ fn assert_whole(s: &Summary) {
 fn arenas_of_every_type_join_the_list_and_leave_it_when_dropped() {
     let meta = Counting::default();
     let plain = Vmem::builder("types plain")
+        .listed(true)
         .span(0x1000, 0x1000)
         .quantum(16)
         .build()
         .unwrap();
     let counted = Vmem::builder("types counted")
+        .listed(true)
         .span(0x10_0000, 0x1000)
         .metadata(meta.clone())
         .build()
         .unwrap();
     let parent = Arc::new(
         Vmem::builder("types parent")
+            .listed(true)
             .span(0x100_0000, 0x10_0000)
             .quantum(0x1000)
             .build()
             .unwrap(),
     );
     let child = Vmem::builder("types child")
+        .listed(true)
         .quantum(0x1000)
         .qcache_max(0x2000)
         .source(parent.clone(), 0x1_0000)
         .build()
         .unwrap();
     let fns = Vmem::builder("types fns")
+        .listed(true)
         .quantum(16)
         .source(ImportFns::new(|_| Some(0x4000_0000), |_, _| {}), 0x1000)
         .build()
         .unwrap();
     let unlisted = Vmem::builder("types unlisted")
         .span(0x1000, 0x1000)
-        .listed(false)
         .build()
         .unwrap();
     assert!(meta.0.load(Ordering::Relaxed) > 0);
@@ -172,16 +176,19 @@ fn walks_run_while_arenas_come_and_go() {
         s.spawn(|| {
             for round in 0..rounds {
                 let parent = Vmem::builder("churn parent")
+                    .listed(true)
                     .span(0x100_0000, 0x10_0000)
                     .quantum(0x1000)
                     .build()
                     .unwrap();
                 let child = Vmem::builder("churn child")
+                    .listed(true)
                     .quantum(0x1000)
                     .source(&parent, 0x4000)
                     .build()
                     .unwrap();
                 let counted = Vmem::builder("churn counted")
+                    .listed(true)
                     .span(0, 0x1_0000)
                     .quantum(16)
                     .metadata(Counting::default())
@@ -234,7 +241,11 @@ fn walks_run_while_arenas_come_and_go() {
 /// under the list lock, which the walker holds.
 #[test]
 fn a_drop_waits_for_the_walker_using_the_arena() {
-    let arena = Vmem::builder("waits").span(0, 0x1000).build().unwrap();
+    let arena = Vmem::builder("waits")
+        .listed(true)
+        .span(0, 0x1000)
+        .build()
+        .unwrap();
     let (inside, finished) = (AtomicBool::new(false), AtomicBool::new(false));
     thread::scope(|s| {
         s.spawn(|| {
@@ -262,6 +273,7 @@ fn a_drop_waits_for_the_walker_using_the_arena() {
 #[test]
 fn exclusive_calls_on_a_listed_arena_share_it_with_walkers() {
     let mut arena = Vmem::builder("exclusive listed")
+        .listed(true)
         .span(0, 0x1_0000)
         .quantum(16)
         .build()
@@ -294,17 +306,13 @@ fn exclusive_calls_on_a_listed_arena_share_it_with_walkers() {
 
 #[test]
 fn unlisted_arenas_may_come_and_go_inside_a_walk() {
-    let _listed = Vmem::builder("inside walk").build().unwrap();
+    let _listed = Vmem::builder("inside walk").listed(true).build().unwrap();
     let mut got = None;
     for_each_arena(|a| {
         if a.name() == "inside walk" {
             // Building or dropping a listed arena here would wait for the
             // list lock this walk holds; an unlisted one never takes it.
-            let tmp = Vmem::builder("inside tmp")
-                .span(0x40, 64)
-                .listed(false)
-                .build()
-                .unwrap();
+            let tmp = Vmem::builder("inside tmp").span(0x40, 64).build().unwrap();
             got = Some(tmp.alloc(8, Policy::InstantFit).unwrap());
         }
     });
