@@ -2,12 +2,12 @@
 //! the non-empty ones.
 //!
 //! Sizes are counted in quanta. The seed files free segments on *classes*:
-//! exactly 1, 2, …, 32 quanta (`VMEM_OPTORDER`), then `[33, 63]`,
+//! exactly 1, 2, …, 31 quanta (below `VMEM_OPTVALUE`), then `[32, 63]`,
 //! `[64, 127]`, `[128, 255]`, … by highest set bit (`SIZE2ORDER`). Here each
 //! class is cut further so that best fit needs no long scan:
 //!
 //! - lists `0..EXACT` hold exactly 1, 2, …, 63 quanta (the seed's exact
-//!   lists plus its `[33, 63]` class, one list per size);
+//!   lists plus its `[32, 63]` class, one list per size);
 //! - from 64 quanta up, each power-of-two class `[2^b, 2^(b+1))` is cut into
 //!   [`SUBS`] sub-lists by the next bits of the size (TLSF's second level),
 //!   so a sub-list spans an eighth of its class.

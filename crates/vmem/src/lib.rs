@@ -29,7 +29,7 @@
 //!
 //! **Free lists.** A free segment of `n` quanta is filed on one of 527
 //! doubly linked lists in size order: exactly `n` for `n <= 63` (the seed's
-//! `VMEM_OPTORDER` exact lists, and its `[33, 63]` class cut into one list
+//! `VMEM_OPTORDER` exact lists, and its `[32, 63]` class cut into one list
 //! per size), else an eighth of the power-of-two class of `n`
 //! (`bt_freehead_tofree`, cut once more as TLSF does). Each seed class is a
 //! run of consecutive lists. A two-level bitmap of non-empty lists makes
