@@ -321,7 +321,12 @@ where
         let Some(size) = padded.and_then(|s| s.checked_next_multiple_of(iq)) else {
             return Ok(false);
         };
-        if self.limit != 0 && g.imported + g.importing + size > self.limit {
+        // A sum that overflows is over any limit.
+        if self.limit != 0
+            && (g.imported.checked_add(g.importing))
+                .and_then(|n| n.checked_add(size))
+                .is_none_or(|n| n > self.limit)
+        {
             return Ok(false);
         }
         // Count the span as imported while the lock is dropped, so racing

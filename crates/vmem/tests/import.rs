@@ -173,6 +173,40 @@ fn the_limit_caps_imported_bytes() {
     assert_eq!((s.imported, s.limit), (0x2000, 0x2000));
 }
 
+/// A request so large that the imported bytes plus it overflow `usize`
+/// is over any limit: refused like one, with nothing imported (the sum
+/// used to panic in debug builds and wrap past the limit in release).
+#[test]
+fn a_request_whose_import_overflows_the_limit_sum_is_refused() {
+    const P: usize = 0x1000;
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let fns = ImportFns::new(
+        move |size| {
+            log.lock().unwrap().push(size);
+            Some(0x100_0000)
+        },
+        |_, _| {},
+    );
+    let a = Vmem::builder("limited")
+        .quantum(P)
+        .limit(1 << 20)
+        .source(fns, P)
+        .build()
+        .unwrap();
+    a.alloc(P, Policy::InstantFit).unwrap();
+    // Rounds to usize::MAX - P + 1, which overflows when added to the P
+    // bytes imported so far.
+    let e = a
+        .alloc(usize::MAX - (P - 1), Policy::InstantFit)
+        .unwrap_err();
+    assert!(matches!(e, VmemError::Exhausted { .. }), "{e}");
+    assert_eq!(*asked.lock().unwrap(), [P], "only the first import ran");
+    let s = a.stats();
+    assert_eq!((s.imported, s.imports, s.failures), (P, 1, 1));
+    a.check().unwrap();
+}
+
 #[test]
 fn reclaim_runs_before_failing_and_a_successful_one_retries() {
     let a = Arc::new(
