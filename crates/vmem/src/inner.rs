@@ -152,7 +152,8 @@ where
 
     /// Like [`alloc`](Self::alloc), but when the arena is exhausted waits
     /// for a free, an [`add`](Self::add) or an import to make room
-    /// (`M_WAITOK`): for ever if `timeout` is `None`.
+    /// (`M_WAITOK`): for ever if `timeout` is `None` or so long that its
+    /// deadline cannot be represented (`Duration::MAX`).
     ///
     /// # Errors
     ///
@@ -180,7 +181,8 @@ where
         timeout: Option<Duration>,
     ) -> Result<usize, VmemError> {
         let req = self.request(size, Some(c))?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A deadline past what `Instant` can hold is never reached.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         self.place(
             &req,
             policy,

@@ -216,7 +216,8 @@ where
 
     /// Like [`alloc`](Self::alloc), but when the arena is exhausted waits
     /// for a free, an [`add`](Self::add) or an import to make room
-    /// (`M_WAITOK`): for ever if `timeout` is `None`.
+    /// (`M_WAITOK`): for ever if `timeout` is `None` or so long that its
+    /// deadline cannot be represented (`Duration::MAX`).
     ///
     /// # Errors
     ///

@@ -273,6 +273,36 @@ fn a_waiting_allocation_wakes_on_add() {
     assert_eq!(waiter.join().unwrap().unwrap(), 0x1000);
 }
 
+/// A timeout too long for a deadline to be represented (`Duration::MAX`)
+/// means waiting for ever; it used to panic computing the deadline.
+#[test]
+fn a_timeout_past_any_deadline_waits_for_ever() {
+    let a = Arc::new(
+        Vmem::builder("forever")
+            .span(0, 0x100)
+            .quantum(0x10)
+            .build()
+            .unwrap(),
+    );
+    let x = a
+        .alloc_wait(0x100, Policy::InstantFit, Some(Duration::MAX))
+        .unwrap();
+    let a2 = a.clone();
+    let waiter = thread::spawn(move || {
+        a2.xalloc_wait(
+            0x80,
+            &Constraints::default(),
+            Policy::BestFit,
+            Some(Duration::MAX),
+        )
+    });
+    while a.stats().waits == 0 {
+        thread::yield_now();
+    }
+    a.free(x, 0x100).unwrap();
+    assert_eq!(waiter.join().unwrap(), Ok(0));
+}
+
 #[test]
 fn a_waiting_allocation_times_out() {
     let a = Vmem::builder("t")
