@@ -39,6 +39,32 @@ pub(crate) struct Core<A: Allocator + Clone + Send + Sync, S: Source> {
     pub(crate) node: Node,
 }
 
+/// What tells whether a step taken with the arena lock dropped (a drain of
+/// the quantum caches, a reclaim) may have made room for a request that
+/// did not fit: the seed compares the free bytes only, but a free that
+/// empties an imported span releases it, lowering the total as much as
+/// the bytes in use, and the room it made is in the source, to import.
+#[derive(Clone, Copy)]
+struct Room {
+    free: usize,
+    releases: u64,
+}
+
+impl Room {
+    fn of<A: Allocator + Clone>(g: &Arena<A>) -> Self {
+        Room {
+            free: g.total - g.inuse,
+            releases: g.counters.releases,
+        }
+    }
+
+    /// Whether there are more free bytes, or a span went back to the
+    /// source, since `before`.
+    fn gained_since(self, before: Room) -> bool {
+        self.free > before.free || self.releases != before.releases
+    }
+}
+
 /// How long an allocation may wait for resources.
 #[derive(Clone, Copy)]
 pub(crate) enum Wait {
@@ -255,7 +281,7 @@ where
             }
             let drain = drain && !self.qcaches.is_empty();
             if drain || self.reclaim.is_some() {
-                let avail = g.total - g.inuse;
+                let before = Room::of(&g);
                 g.counters.reclaims += 1;
                 MutexGuard::unlocked(&mut g, || {
                     if drain {
@@ -263,7 +289,7 @@ where
                     }
                     self.run_reclaim();
                 });
-                if g.total - g.inuse > avail {
+                if Room::of(&g).gained_since(before) {
                     continue;
                 }
             }

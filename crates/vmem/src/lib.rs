@@ -94,11 +94,15 @@
 //! only when a magazine runs empty or full, and then for a whole batch under
 //! one lock. Cached segments stay busy in the arena. When an allocation is
 //! about to fail, the caches are drained back into the arena first
-//! (`qc_drain`). `xalloc` and `xfree` bypass them, as in the seed, and so
-//! does the checked [`Vmem::free`]: a magazine keeps no per-segment state,
-//! so a free into it cannot be told from a double free. The seed's
-//! `vmem_free` into the cache is unchecked; here that path is the `unsafe`
-//! [`Vmem::free_cached`], whose caller promises the free is right.
+//! (`qc_drain`), and the allocation starts over, import included, if that
+//! freed bytes or gave whole imported spans back to the source (the seed's
+//! test counts free bytes only, and a released span takes as many from the
+//! total as from the bytes in use). `xalloc` and `xfree` bypass the caches,
+//! as in the seed, and so does the checked [`Vmem::free`]: a magazine keeps
+//! no per-segment state, so a free into it cannot be told from a double
+//! free. The seed's `vmem_free` into the cache is unchecked; here that path
+//! is the `unsafe` [`Vmem::free_cached`], whose caller promises the free is
+//! right.
 //!
 //! **Metadata memory.** Tags live in one array and the busy hash in
 //! another, both from the metadata allocator. Once either spans a huge page

@@ -110,6 +110,44 @@ fn a_bad_free_of_a_cached_size_is_an_error_and_changes_nothing() {
     }
 }
 
+/// A drain that frees whole imported spans hands them back to the parent:
+/// the child gains no free bytes (its total shrinks as much as its use),
+/// yet the parent now has room, so the import is tried again.
+#[test]
+fn a_drain_that_releases_spans_retries_the_import() {
+    for mode in MODES {
+        const P: usize = 4096;
+        let parent = Vmem::builder("parent")
+            .span(0, 2 * P)
+            .quantum(P)
+            .build()
+            .unwrap();
+        let child = Vmem::builder("child")
+            .quantum(P)
+            .qcache_max(P)
+            .qcache_mode(mode)
+            .source(&parent, P)
+            .build()
+            .unwrap();
+        // Two one-page spans, both segments then cached: the parent is full.
+        let x = child.alloc(P, Policy::InstantFit).unwrap();
+        let y = child.alloc(P, Policy::InstantFit).unwrap();
+        // SAFETY: `x` and `y` were allocated with this size, freed once.
+        unsafe {
+            child.free_cached(x, P).unwrap();
+            child.free_cached(y, P).unwrap();
+        }
+        assert_eq!(parent.stats().free, 0);
+        let both = child.alloc(2 * P, Policy::InstantFit).unwrap();
+        assert_eq!(both, 0, "{mode:?}");
+        let s = child.stats();
+        assert_eq!((s.releases, s.imports, s.allocated), (2, 3, 2 * P));
+        child.free(both, 2 * P).unwrap();
+        assert_eq!(parent.stats().allocated, 0);
+        child.check().unwrap();
+    }
+}
+
 #[cfg(debug_assertions)]
 #[test]
 fn an_unchecked_free_is_checked_in_debug_builds() {
