@@ -49,8 +49,6 @@ pub(crate) struct Arena<A: Allocator + Clone> {
     pub n_free_segs: usize,
     /// Bytes being imported right now, with the lock dropped.
     pub importing: usize,
-    /// Threads waiting on the arena's condition variable.
-    pub waiters: usize,
     pub counters: Counters,
 }
 
@@ -77,7 +75,6 @@ impl<A: Allocator + Clone> Arena<A> {
             n_spans: 0,
             n_free_segs: 0,
             importing: 0,
-            waiters: 0,
             counters: Counters::default(),
         })
     }

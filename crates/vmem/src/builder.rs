@@ -105,7 +105,9 @@ where
     /// it. A drain reaches only the calling thread's magazines and the
     /// depot: other threads keep up to two magazines per size until they
     /// exit or the arena drops, so a nearly exhausted arena can fail while
-    /// they hold segments. And each cache takes one of the process's
+    /// they hold segments, and a waiting allocation cannot take them
+    /// either (a free into a thread's own magazine wakes no waiter). And
+    /// each cache takes one of the process's
     /// [`MAX_THREAD_CACHES`](kmem_magazine::MAX_THREAD_CACHES) per-thread
     /// ids (a cache that finds none left runs per-CPU;
     /// [`Vmem::qcache_mode`] tells). Pick it for large resources such as

@@ -3,6 +3,7 @@
 //! `vmem_xalloc` loop, `vmem_import`, `vmem_xfree`, `vmem_add`,
 //! `vmem_size`). [`Vmem`](crate::Vmem) puts the quantum caches in front.
 
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use allocator_api2::alloc::Allocator;
@@ -33,35 +34,36 @@ pub(crate) struct Core<A: Allocator + Clone + Send + Sync, S: Source> {
     pub(crate) arena: Mutex<Arena<A>>,
     /// Signalled on free, add and import when a thread waits (`vm_cv`).
     cv: Condvar,
+    /// Times waiters were woken, bumped under the arena lock: a waiter that
+    /// sees it move while its lock was dropped looks again before sleeping.
+    wakeups: AtomicU64,
     /// One magazine cache per multiple of the quantum up to `qcache_max`.
     pub qcaches: QCaches<A, S>,
     /// The arena's place on the arena list (`vm_alllist`).
     pub(crate) node: Node,
 }
 
-/// What tells whether a step taken with the arena lock dropped (a drain of
-/// the quantum caches, a reclaim) may have made room for a request that
-/// did not fit: the seed compares the free bytes only, but a free that
-/// empties an imported span releases it, lowering the total as much as
-/// the bytes in use, and the room it made is in the source, to import.
+/// What tells whether steps taken with the arena lock dropped (an import
+/// that failed, a drain of the quantum caches, a reclaim) may have made
+/// room for a request that did not fit. The seed compares the free bytes
+/// only, but a free that empties an imported span releases it, lowering
+/// the total as much as the bytes in use: the room it made is in the
+/// source, to import. And a segment freed into a quantum cache stays busy
+/// in the arena: a waiter learns of it by a wake-up.
 #[derive(Clone, Copy)]
 struct Room {
     free: usize,
     releases: u64,
+    wakeups: u64,
 }
 
 impl Room {
-    fn of<A: Allocator + Clone>(g: &Arena<A>) -> Self {
-        Room {
-            free: g.total - g.inuse,
-            releases: g.counters.releases,
-        }
-    }
-
-    /// Whether there are more free bytes, or a span went back to the
-    /// source, since `before`.
+    /// Whether there are more free bytes, a span went back to the source,
+    /// or waiters were woken, since `before`.
     fn gained_since(self, before: Room) -> bool {
-        self.free > before.free || self.releases != before.releases
+        self.free > before.free
+            || self.releases != before.releases
+            || self.wakeups != before.wakeups
     }
 }
 
@@ -97,8 +99,19 @@ where
             reclaim,
             arena: Mutex::new(arena),
             cv: Condvar::new(),
+            wakeups: AtomicU64::new(0),
             qcaches,
         }
+    }
+
+    /// Threads in the slow path of a waiting allocation. Changed under the
+    /// arena lock; read without it by a free into a quantum cache, which
+    /// must wake them ([`notice_cached_free`](Self::notice_cached_free)).
+    /// It lives beside the quantum caches' table, in the cache line such a
+    /// free has just read.
+    #[inline(always)]
+    fn waiters(&self) -> &AtomicUsize {
+        &self.qcaches.waiters
     }
 
     /// The arena's name as stored.
@@ -261,55 +274,78 @@ where
         drain: bool,
     ) -> Result<usize, VmemError> {
         let mut g = self.arena.lock();
+        // A waiting allocation counts as a waiter from here on, not only
+        // while it sleeps: a free into a quantum cache tells waiters only
+        // by this count, so it must be up before the drain below looks at
+        // the caches (see `notice_cached_free`).
+        let waiting = matches!(wait, Wait::Until(..));
+        if waiting {
+            self.waiters().fetch_add(1, Ordering::Relaxed);
+        }
+        let placed = self.place_loop(&mut g, req, policy, wait, drain);
+        if waiting {
+            self.waiters().fetch_sub(1, Ordering::Relaxed);
+        }
+        if placed.is_err() {
+            g.counters.failures += 1;
+        }
+        placed
+    }
+
+    /// The loop of [`place_slow_from`](Self::place_slow_from), with the
+    /// lock held between its steps.
+    fn place_loop(
+        &self,
+        g: &mut MutexGuard<'_, Arena<A>>,
+        req: &Request,
+        policy: Policy,
+        wait: Wait,
+        drain: bool,
+    ) -> Result<usize, VmemError> {
+        let drain = drain && !self.qcaches.is_empty();
         loop {
-            if let Err(e) = g.reserve() {
-                g.counters.failures += 1;
-                return Err(e);
-            }
+            g.reserve()?;
             if let Some(x) = g.alloc_counted(req, policy) {
                 return Ok(x);
             }
-            if self.source.imports() {
-                match self.import(&mut g, req) {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(e) => {
-                        g.counters.failures += 1;
-                        return Err(e);
-                    }
-                }
+            let before = self.room(g);
+            if self.source.imports() && self.import(g, req)? {
+                continue;
             }
-            let drain = drain && !self.qcaches.is_empty();
-            if drain || self.reclaim.is_some() {
-                let before = Room::of(&g);
+            let pressed = drain || self.reclaim.is_some();
+            if pressed {
                 g.counters.reclaims += 1;
-                MutexGuard::unlocked(&mut g, || {
+                MutexGuard::unlocked(g, || {
                     if drain {
                         self.qcaches.drain();
                     }
                     self.run_reclaim();
                 });
-                if Room::of(&g).gained_since(before) {
+            }
+            // A waiter also looks again after a failed import, during which
+            // the lock was dropped: it sleeps only if nothing made room
+            // since its search.
+            let gained = self.room(g).gained_since(before);
+            let Wait::Until(deadline, timeout) = wait else {
+                if pressed && gained {
                     continue;
                 }
-            }
-            let Wait::Until(deadline, timeout) = wait else {
-                g.counters.failures += 1;
                 return Err(VmemError::Exhausted {
                     arena: self.name,
                     size: req.size,
                 });
             };
+            if gained {
+                continue;
+            }
             g.counters.waits += 1;
-            g.waiters += 1;
             let timed_out = match deadline {
-                Some(d) => self.cv.wait_until(&mut g, d).timed_out(),
+                Some(d) => self.cv.wait_until(g, d).timed_out(),
                 None => {
-                    self.cv.wait(&mut g);
+                    self.cv.wait(g);
                     false
                 }
             };
-            g.waiters -= 1;
             if timed_out {
                 // One last look: a free may have raced with the timeout.
                 g.reserve()?;
@@ -317,13 +353,21 @@ where
                     return Ok(x);
                 }
                 g.counters.timeouts += 1;
-                g.counters.failures += 1;
                 return Err(VmemError::TimedOut {
                     arena: self.name,
                     size: req.size,
                     waited: timeout,
                 });
             }
+        }
+    }
+
+    /// The room snapshot the slow path compares, under the lock.
+    fn room(&self, g: &Arena<A>) -> Room {
+        Room {
+            free: g.total - g.inuse,
+            releases: g.counters.releases,
+            wakeups: self.wakeups.load(Ordering::Relaxed),
         }
     }
 
@@ -379,11 +423,46 @@ where
         Ok(true)
     }
 
+    /// Wakes the waiters, if any, after a change that may have made room;
+    /// `_g` shows the arena lock is held.
     #[inline]
-    pub(crate) fn wake(&self, g: &Arena<A>) {
-        if g.waiters != 0 {
-            self.cv.notify_all();
+    pub(crate) fn wake(&self, _g: &Arena<A>) {
+        if self.waiters().load(Ordering::Relaxed) != 0 {
+            self.wake_all();
         }
+    }
+
+    #[cold]
+    fn wake_all(&self) {
+        self.wakeups.fetch_add(1, Ordering::Relaxed);
+        self.cv.notify_all();
+    }
+
+    /// Tells waiters, if any, that a segment went into a quantum cache. The
+    /// segment stays busy in the arena, so only a drain can reach it, and
+    /// a waiter that drained before the free must drain again.
+    ///
+    /// With no waiter this is one relaxed load, which is enough: a waiter
+    /// raises the count under the arena lock before its drain, and the
+    /// drain takes the lock of every magazine slot it empties. A free the
+    /// drain missed put its segment in a slot after the drain left it, so
+    /// the free's load comes after the raised count. (Only its owner
+    /// drains a per-thread magazine: [`Vmem::free`](crate::Vmem::free)
+    /// calls this only for a free that went past the loaded one, which
+    /// may wake the waiters for nothing.) The wake-up, under the arena lock,
+    /// either moves `wakeups` before the waiter's last look, which then
+    /// drains again, or reaches it asleep.
+    #[inline(always)]
+    pub(crate) fn notice_cached_free(&self) {
+        if self.waiters().load(Ordering::Relaxed) != 0 {
+            self.wake_for_cached_free();
+        }
+    }
+
+    #[cold]
+    fn wake_for_cached_free(&self) {
+        let g = self.arena.lock();
+        self.wake(&g);
     }
 
     /// Frees a segment that [`xalloc`](Self::xalloc) returned

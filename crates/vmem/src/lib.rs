@@ -82,7 +82,9 @@
 //! import limit, then retries. Then it calls the reclaim callback
 //! (`vm_reclaimfn`). Then it fails with [`VmemError::Exhausted`], or, for
 //! [`Vmem::alloc_wait`], sleeps on a condition variable that frees, `add`
-//! and imports signal (`VMEM_CONDVAR_WAIT`).
+//! and imports signal (`VMEM_CONDVAR_WAIT`), and so does a free into a
+//! quantum cache while a thread waits: the waiter drains the caches
+//! before it sleeps again.
 //!
 //! **Quantum caches** (`qcache.rs`, the seed's `qc_init`, `qc_import`,
 //! `qc_release`, `qc_drain`): with `qcache_max` set, each size from one

@@ -12,6 +12,7 @@
 
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
+use core::sync::atomic::AtomicUsize;
 
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec;
@@ -82,12 +83,18 @@ pub(crate) struct QcStats {
 /// The quantum caches of one arena, indexed by size in quanta minus one.
 pub(crate) struct QCaches<A: Allocator + Clone + Send + Sync, S: Source> {
     caches: Vec<Magazines<QcBackend<A, S>, A>, A>,
+    /// The arena's count of waiting allocations
+    /// ([`Core::waiters`](crate::inner::Core::waiters)), kept beside the
+    /// table that every cached free reads, so that its check costs no
+    /// other cache line.
+    pub waiters: AtomicUsize,
 }
 
 impl<A: Allocator + Clone + Send + Sync, S: Source> QCaches<A, S> {
     pub fn new(alloc: A) -> Self {
         QCaches {
             caches: Vec::new_in(alloc),
+            waiters: AtomicUsize::new(0),
         }
     }
 

@@ -276,7 +276,11 @@ where
     /// Frees a segment of a quantum-cached size into its cache, taking no
     /// arena lock while a magazine has room: `vmem_free` of the seed, whose
     /// magazines do not check frees. Other sizes are freed as by
-    /// [`free`](Self::free), checked.
+    /// [`free`](Self::free), checked. A cached segment stays allocated in
+    /// the arena; if an allocation is waiting
+    /// ([`alloc_wait`](Self::alloc_wait)), it is woken to drain the caches
+    /// and take the segment. A segment that lands in the calling thread's
+    /// own per-thread magazine wakes no one: no other thread can reach it.
     ///
     /// ```
     /// use kmem_vmem::{Policy, Vmem};
@@ -311,7 +315,19 @@ where
             if let Some(qc) = self.core().qcaches.get(rounded >> self.qshift) {
                 #[cfg(debug_assertions)]
                 self.core().check_busy(addr, rounded, size)?;
-                qc.free(addr);
+                // A segment put in this thread's own magazine is beyond
+                // every other thread's reach, a drain's too: no waiter
+                // could take it, so none is told, and the per-thread hit
+                // stays as it was. Anywhere else it stays busy in the
+                // arena until a drain, so waiters must be told.
+                match qc.mode() {
+                    Mode::PerThread => match qc.free_hit(addr) {
+                        Ok(()) => return Ok(()),
+                        Err(addr) => qc.free(addr),
+                    },
+                    Mode::PerCpu => qc.free(addr),
+                }
+                self.core().notice_cached_free();
                 return Ok(());
             }
         }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use kmem_vmem::{Constraints, Mode, Policy, Vmem, VmemError};
 
@@ -146,6 +147,39 @@ fn a_drain_that_releases_spans_retries_the_import() {
         assert_eq!(parent.stats().allocated, 0);
         child.check().unwrap();
     }
+}
+
+/// A free into a quantum cache leaves the segment busy in the arena, so it
+/// must wake a waiter, which drains the caches and takes it. Per-CPU
+/// caches only: a per-thread magazine is out of other threads' reach.
+#[test]
+fn a_free_into_a_quantum_cache_wakes_a_waiter() {
+    let a = Arc::new(
+        Vmem::builder("qw")
+            .span(0, 32)
+            .quantum(16)
+            .qcache_max(16)
+            .build()
+            .unwrap(),
+    );
+    let x = a.alloc(16, Policy::InstantFit).unwrap();
+    let y = a.alloc(16, Policy::InstantFit).unwrap();
+    let a2 = a.clone();
+    // The timeout only bounds a failure; success does not wait for it.
+    let waiter =
+        thread::spawn(move || a2.alloc_wait(16, Policy::InstantFit, Some(Duration::from_secs(30))));
+    // `waits` moves under the arena lock just before the waiter sleeps.
+    while a.stats().waits == 0 {
+        thread::yield_now();
+    }
+    // SAFETY: `x` was allocated with this size and is freed once.
+    unsafe { a.free_cached(x, 16) }.unwrap();
+    assert_eq!(waiter.join().unwrap(), Ok(x));
+    a.free(y, 16).unwrap();
+    a.free(x, 16).unwrap();
+    a.drain_qcaches();
+    assert_eq!(a.stats().allocated, 0);
+    a.check().unwrap();
 }
 
 #[cfg(debug_assertions)]
