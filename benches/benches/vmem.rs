@@ -23,7 +23,7 @@
 //! * `qcache pair` / `arena pair`: alloc+free of 4 quanta through a quantum
 //!   cache (`kmem-vmem`: the default per-CPU caches; `kmem-vmem per-thread`:
 //!   `qcache_mode(Mode::PerThread)`), freed by the unchecked `free_cached`,
-//!   and through the arena alone; `qcache pair, checked free`: allocated
+//!   and through the arena alone; `qcache pair checked free`: allocated
 //!   from the cache, freed by the checked `free`, which goes to the arena.
 
 use std::hint::black_box;
@@ -475,7 +475,7 @@ fn qcache(c: &mut Criterion) {
     // from the cache, a free under the arena lock.
     let cached = build(16 * Q, Mode::PerCpu);
     fill(&cached);
-    g.bench_function(id("qcache pair, checked free", "kmem-vmem"), |b| {
+    g.bench_function(id("qcache pair checked free", "kmem-vmem"), |b| {
         b.iter(|| {
             let x = cached.alloc(4 * Q, Policy::InstantFit).expect("alloc");
             cached.free(black_box(x), 4 * Q).expect("free");
