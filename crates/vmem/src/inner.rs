@@ -1,10 +1,9 @@
 //! The arena behind its lock, with importing from the source, releasing to
-//! it, draining the quantum caches, reclaim, and waiting (the seed's
-//! `vmem_xalloc` loop, `vmem_import`, `vmem_xfree`, `vmem_add`,
-//! `vmem_size`). [`Vmem`](crate::Vmem) puts the quantum caches in front.
+//! it, draining the quantum caches and reclaim (the seed's `vmem_xalloc`
+//! loop, `vmem_import`, `vmem_xfree`, `vmem_add`, `vmem_size`); waiting is
+//! in `wait.rs`. [`Vmem`](crate::Vmem) puts the quantum caches in front.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use allocator_api2::alloc::Allocator;
 use allocator_api2::boxed::Box;
@@ -18,6 +17,7 @@ use crate::registry::Node;
 use crate::source::Source;
 use crate::stats::VmemStats;
 use crate::tag::{Kind, NIL};
+use crate::wait::Wait;
 
 /// The boxed reclaim callback, in the metadata allocator.
 pub(crate) type ReclaimFn<A> = Box<dyn Fn(&ArenaName) + Send + Sync, A>;
@@ -33,47 +33,18 @@ pub(crate) struct Core<A: Allocator + Clone + Send + Sync, S: Source> {
     reclaim: Option<ReclaimFn<A>>,
     pub(crate) arena: Mutex<Arena<A>>,
     /// Signalled on free, add and import when a thread waits (`vm_cv`).
-    cv: Condvar,
+    pub(crate) cv: Condvar,
     /// Times waiters were woken, bumped under the arena lock: a waiter that
-    /// sees it move while its lock was dropped looks again before sleeping.
-    wakeups: AtomicU64,
+    /// sees it move while its lock was dropped looks again before sleeping,
+    /// and one blocked in the source stops waiting there.
+    pub(crate) wakeups: AtomicU64,
+    /// Waiters blocked in the source's `import_wait`. Changed and read
+    /// under the arena lock.
+    pub(crate) in_source: AtomicUsize,
     /// One magazine cache per multiple of the quantum up to `qcache_max`.
     pub qcaches: QCaches<A, S>,
     /// The arena's place on the arena list (`vm_alllist`).
     pub(crate) node: Node,
-}
-
-/// What tells whether steps taken with the arena lock dropped (an import
-/// that failed, a drain of the quantum caches, a reclaim) may have made
-/// room for a request that did not fit. The seed compares the free bytes
-/// only, but a free that empties an imported span releases it, lowering
-/// the total as much as the bytes in use: the room it made is in the
-/// source, to import. And a segment freed into a quantum cache stays busy
-/// in the arena: a waiter learns of it by a wake-up.
-#[derive(Clone, Copy)]
-struct Room {
-    free: usize,
-    releases: u64,
-    wakeups: u64,
-}
-
-impl Room {
-    /// Whether there are more free bytes, a span went back to the source,
-    /// or waiters were woken, since `before`.
-    fn gained_since(self, before: Room) -> bool {
-        self.free > before.free
-            || self.releases != before.releases
-            || self.wakeups != before.wakeups
-    }
-}
-
-/// How long an allocation may wait for resources.
-#[derive(Clone, Copy)]
-pub(crate) enum Wait {
-    /// Fail at once (`M_NOWAIT`).
-    No,
-    /// Wait until the deadline, or for ever (`M_WAITOK`).
-    Until(Option<Instant>, Duration),
 }
 
 impl<A, S> Core<A, S>
@@ -100,6 +71,7 @@ where
             arena: Mutex::new(arena),
             cv: Condvar::new(),
             wakeups: AtomicU64::new(0),
+            in_source: AtomicUsize::new(0),
             qcaches,
         }
     }
@@ -110,7 +82,7 @@ where
     /// It lives beside the quantum caches' table, in the cache line such a
     /// free has just read.
     #[inline(always)]
-    fn waiters(&self) -> &AtomicUsize {
+    pub(crate) fn waiters(&self) -> &AtomicUsize {
         &self.qcaches.waiters
     }
 
@@ -158,7 +130,11 @@ where
     /// The request for `size` bytes rounded up to the quantum, under the
     /// constraints `c` if any, with the size and constraints checked.
     #[inline]
-    fn request(&self, size: usize, c: Option<&Constraints>) -> Result<Request, VmemError> {
+    pub(crate) fn request(
+        &self,
+        size: usize,
+        c: Option<&Constraints>,
+    ) -> Result<Request, VmemError> {
         let size = self.round(size)?;
         match c {
             None => Ok(Request::plain(size, self.quantum())),
@@ -189,49 +165,14 @@ where
         self.place(&self.request(size, Some(c))?, policy, Wait::No)
     }
 
-    /// Like [`alloc`](Self::alloc), but when the arena is exhausted waits
-    /// for a free, an [`add`](Self::add) or an import to make room
-    /// (`M_WAITOK`): for ever if `timeout` is `None` or so long that its
-    /// deadline cannot be represented (`Duration::MAX`).
-    ///
-    /// # Errors
-    ///
-    /// [`VmemError::TimedOut`] when the timeout passes first.
-    pub fn alloc_wait(
-        &self,
-        size: usize,
-        policy: Policy,
-        timeout: Option<Duration>,
-    ) -> Result<usize, VmemError> {
-        self.xalloc_wait(size, &Constraints::default(), policy, timeout)
-    }
-
-    /// Like [`xalloc`](Self::xalloc), waiting as
-    /// [`alloc_wait`](Self::alloc_wait) does.
-    ///
-    /// # Errors
-    ///
-    /// As [`xalloc`](Self::xalloc), and [`VmemError::TimedOut`].
-    pub fn xalloc_wait(
-        &self,
-        size: usize,
-        c: &Constraints,
-        policy: Policy,
-        timeout: Option<Duration>,
-    ) -> Result<usize, VmemError> {
-        let req = self.request(size, Some(c))?;
-        // A deadline past what `Instant` can hold is never reached.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        self.place(
-            &req,
-            policy,
-            Wait::Until(deadline, timeout.unwrap_or_default()),
-        )
-    }
-
     /// The fast path: one lock, one placement.
     #[inline]
-    fn place(&self, req: &Request, policy: Policy, wait: Wait) -> Result<usize, VmemError> {
+    pub(crate) fn place(
+        &self,
+        req: &Request,
+        policy: Policy,
+        wait: Wait<'_>,
+    ) -> Result<usize, VmemError> {
         if let Some(x) = self.arena.lock().try_place(req, policy) {
             return Ok(x);
         }
@@ -259,7 +200,12 @@ where
     /// The seed's `vmem_xalloc` loop: fill tags, search, import, drain the
     /// quantum caches and reclaim, then wait or fail.
     #[cold]
-    fn place_slow(&self, req: &Request, policy: Policy, wait: Wait) -> Result<usize, VmemError> {
+    fn place_slow(
+        &self,
+        req: &Request,
+        policy: Policy,
+        wait: Wait<'_>,
+    ) -> Result<usize, VmemError> {
         self.place_slow_from(req, policy, wait, true)
     }
 
@@ -270,13 +216,13 @@ where
         &self,
         req: &Request,
         policy: Policy,
-        wait: Wait,
+        wait: Wait<'_>,
         drain: bool,
     ) -> Result<usize, VmemError> {
         let mut g = self.arena.lock();
         // A waiting allocation counts as a waiter from here on, not only
         // while it sleeps: a free into a quantum cache tells waiters only
-        // by this count, so it must be up before the drain below looks at
+        // by this count, so it must be up before the loop's drain looks at
         // the caches (see `notice_cached_free`).
         let waiting = matches!(wait, Wait::Until(..));
         if waiting {
@@ -299,7 +245,7 @@ where
         g: &mut MutexGuard<'_, Arena<A>>,
         req: &Request,
         policy: Policy,
-        wait: Wait,
+        wait: Wait<'_>,
         drain: bool,
     ) -> Result<usize, VmemError> {
         let drain = drain && !self.qcaches.is_empty();
@@ -323,51 +269,21 @@ where
                 });
             }
             // A waiter also looks again after a failed import, during which
-            // the lock was dropped: it sleeps only if nothing made room
+            // the lock was dropped: it waits only if nothing made room
             // since its search.
             let gained = self.room(g).gained_since(before);
-            let Wait::Until(deadline, timeout) = wait else {
+            let Wait::Until(until) = wait else {
                 if pressed && gained {
                     continue;
                 }
-                return Err(VmemError::Exhausted {
-                    arena: self.name,
-                    size: req.size,
-                });
+                return Err(self.exhausted(req));
             };
             if gained {
                 continue;
             }
-            g.counters.waits += 1;
-            let timed_out = match deadline {
-                Some(d) => self.cv.wait_until(g, d).timed_out(),
-                None => {
-                    self.cv.wait(g);
-                    false
-                }
-            };
-            if timed_out {
-                // One last look: a free may have raced with the timeout.
-                g.reserve()?;
-                if let Some(x) = g.alloc_counted(req, policy) {
-                    return Ok(x);
-                }
-                g.counters.timeouts += 1;
-                return Err(VmemError::TimedOut {
-                    arena: self.name,
-                    size: req.size,
-                    waited: timeout,
-                });
+            if let Some(x) = self.wait_for_room(g, req, policy, &until, before)? {
+                return Ok(x);
             }
-        }
-    }
-
-    /// The room snapshot the slow path compares, under the lock.
-    fn room(&self, g: &Arena<A>) -> Room {
-        Room {
-            free: g.total - g.inuse,
-            releases: g.counters.releases,
-            wakeups: self.wakeups.load(Ordering::Relaxed),
         }
     }
 
@@ -377,30 +293,12 @@ where
         }
     }
 
-    /// Imports a span big enough for `req` (`vmem_import`): the size is
-    /// padded by twice the alignment when that is above the quantum, and
-    /// rounded to the import quantum. `Ok(false)` if the source has none or
-    /// the limit forbids it.
+    /// Imports a span big enough for `req` (`vmem_import`), without
+    /// waiting. `Ok(false)` if the source has none or the limit forbids it.
     fn import(&self, g: &mut MutexGuard<'_, Arena<A>>, req: &Request) -> Result<bool, VmemError> {
-        let padded = if req.align != self.quantum() {
-            req.align
-                .checked_mul(2)
-                .and_then(|a| a.checked_add(req.size))
-        } else {
-            Some(req.size)
-        };
-        let iq = self.import_quantum;
-        let Some(size) = padded.and_then(|s| s.checked_next_multiple_of(iq)) else {
+        let Some(size) = self.import_size(g, req) else {
             return Ok(false);
         };
-        // A sum that overflows is over any limit.
-        if self.limit != 0
-            && (g.imported.checked_add(g.importing))
-                .and_then(|n| n.checked_add(size))
-                .is_none_or(|n| n > self.limit)
-        {
-            return Ok(false);
-        }
         // Count the span as imported while the lock is dropped, so racing
         // imports cannot overshoot the limit together.
         g.importing += size;
@@ -410,6 +308,40 @@ where
             g.counters.import_failures += 1;
             return Ok(false);
         };
+        self.add_import(g, base, size).map(|()| true)
+    }
+
+    /// The size of the span to import for `req`: padded by twice the
+    /// alignment when that is above the quantum, and rounded to the import
+    /// quantum. `None` if that overflows or the limit forbids it.
+    pub(crate) fn import_size(&self, g: &Arena<A>, req: &Request) -> Option<usize> {
+        let padded = if req.align != self.quantum() {
+            req.align
+                .checked_mul(2)
+                .and_then(|a| a.checked_add(req.size))
+        } else {
+            Some(req.size)
+        };
+        let size = padded?.checked_next_multiple_of(self.import_quantum)?;
+        // A sum that overflows is over any limit.
+        if self.limit != 0
+            && (g.imported.checked_add(g.importing))
+                .and_then(|n| n.checked_add(size))
+                .is_none_or(|n| n > self.limit)
+        {
+            return None;
+        }
+        Some(size)
+    }
+
+    /// Adds the span `[base, base + size)` the source supplied; gives it
+    /// back if it is bad or no tags are left for it.
+    pub(crate) fn add_import(
+        &self,
+        g: &mut MutexGuard<'_, Arena<A>>,
+        base: usize,
+        size: usize,
+    ) -> Result<(), VmemError> {
         if let Err(e) = g
             .reserve()
             .and_then(|()| g.add_span(base, size, Kind::Span))
@@ -419,50 +351,10 @@ where
             return Err(e);
         }
         g.counters.imports += 1;
-        self.wake(g);
-        Ok(true)
-    }
-
-    /// Wakes the waiters, if any, after a change that may have made room;
-    /// `_g` shows the arena lock is held.
-    #[inline]
-    pub(crate) fn wake(&self, _g: &Arena<A>) {
-        if self.waiters().load(Ordering::Relaxed) != 0 {
-            self.wake_all();
+        if self.wake(g) {
+            MutexGuard::unlocked(g, || self.wake_source());
         }
-    }
-
-    #[cold]
-    fn wake_all(&self) {
-        self.wakeups.fetch_add(1, Ordering::Relaxed);
-        self.cv.notify_all();
-    }
-
-    /// Tells waiters, if any, that a segment went into a quantum cache. The
-    /// segment stays busy in the arena, so only a drain can reach it, and
-    /// a waiter that drained before the free must drain again.
-    ///
-    /// With no waiter this is one relaxed load, which is enough: a waiter
-    /// raises the count under the arena lock before its drain, and the
-    /// drain takes the lock of every magazine slot it empties. A free the
-    /// drain missed put its segment in a slot after the drain left it, so
-    /// the free's load comes after the raised count. (Only its owner
-    /// drains a per-thread magazine: [`Vmem::free`](crate::Vmem::free)
-    /// calls this only for a free that went past the loaded one, which
-    /// may wake the waiters for nothing.) The wake-up, under the arena lock,
-    /// either moves `wakeups` before the waiter's last look, which then
-    /// drains again, or reaches it asleep.
-    #[inline(always)]
-    pub(crate) fn notice_cached_free(&self) {
-        if self.waiters().load(Ordering::Relaxed) != 0 {
-            self.wake_for_cached_free();
-        }
-    }
-
-    #[cold]
-    fn wake_for_cached_free(&self) {
-        let g = self.arena.lock();
-        self.wake(&g);
+        Ok(())
     }
 
     /// Frees a segment that [`xalloc`](Self::xalloc) returned
@@ -477,9 +369,12 @@ where
         let rounded = self.round(size).map_err(|_| self.bad_free(addr, size))?;
         let mut g = self.arena.lock();
         let released = g.free_counted(addr, rounded, size)?;
-        self.wake(&g);
+        let in_source = self.wake(&g);
         drop(g);
         self.release(released);
+        if in_source {
+            self.wake_source();
+        }
         Ok(())
     }
 
@@ -525,7 +420,10 @@ where
         let mut g = self.arena.lock();
         g.reserve()?;
         g.add_span(base, size, Kind::StaticSpan)?;
-        self.wake(&g);
+        if self.wake(&g) {
+            drop(g);
+            self.wake_source();
+        }
         Ok(())
     }
 

@@ -81,10 +81,14 @@
 //! that exceeds the quantum — rounded up to the import quantum, within the
 //! import limit, then retries. Then it calls the reclaim callback
 //! (`vm_reclaimfn`). Then it fails with [`VmemError::Exhausted`], or, for
-//! [`Vmem::alloc_wait`], sleeps on a condition variable that frees, `add`
-//! and imports signal (`VMEM_CONDVAR_WAIT`), and so does a free into a
-//! quantum cache while a thread waits: the waiter drains the caches
-//! before it sleeps again.
+//! [`Vmem::alloc_wait`], waits: in the source if it can
+//! ([`Source::import_wait`]; a parent [`Vmem`] can), as the seed passes
+//! `M_WAITOK` to its import function, or else on a condition variable
+//! (`VMEM_CONDVAR_WAIT`). Whatever makes room in the arena wakes it — a
+//! free, `add`, another thread's import, a free into a quantum cache,
+//! which the waiter drains before it sleeps again — and calls it back out
+//! of the source ([`Source::wake_waiting_imports`]), where the seed leaves
+//! it until the parent has room (`wait.rs`).
 //!
 //! **Quantum caches** (`qcache.rs`, the seed's `qc_init`, `qc_import`,
 //! `qc_release`, `qc_drain`): with `qcache_max` set, each size from one
@@ -133,9 +137,12 @@
 //! in an arena with per-thread quantum caches, which other threads' exit
 //! hooks reach, and in one put on the arena list
 //! ([`Builder::listed`]), which its walkers reach. The lock is
-//! dropped around every call out — import, release, reclaim — as the seed
+//! dropped around every call out — import, release, reclaim, and the call
+//! that wakes a waiter blocked in the source — as the seed
 //! drops it around `vm_importfn`; a child arena therefore never holds its
-//! lock while taking its parent's. The quantum caches call into the arena
+//! lock while taking its parent's. A parent tests whether a child's waiter
+//! is cancelled under its own lock, by atomic loads of the child's state,
+//! never its lock. The quantum caches call into the arena
 //! with no magazine lock held (kmem-magazine's rule), and the arena drains
 //! them with its own lock dropped, so the order is magazine → arena only.
 //! The metadata allocator, by contrast, is called with the arena lock held
@@ -162,6 +169,8 @@
 //!   `xalloc(..) -> Result<usize, VmemError>`; `M_WAITOK` becomes
 //!   [`Vmem::alloc_wait`] / [`Vmem::xalloc_wait`] with an optional timeout,
 //!   which returns [`VmemError::TimedOut`] instead of sleeping for ever.
+//!   The `M_WAITOK` the seed passes to the import function becomes
+//!   [`Source::import_wait`], which a user source may leave out.
 //! - The seed's `MPASS` checks on arguments and frees become errors: a bad
 //!   free leaves the arena unchanged and names arena, address and size.
 //! - `vmem_set_import(importfn, releasefn, arg, quantum)` becomes the
@@ -260,6 +269,7 @@ mod source;
 mod stats;
 mod tag;
 mod vmem;
+mod wait;
 
 pub use builder::{Builder, QCACHE_MAX_QUANTA};
 pub use error::{ArenaName, NAME_MAX, VmemError};
@@ -268,6 +278,6 @@ pub use introspect::{BoundaryTag, ClassUsage, Dump, FreeList, Summary, TagKind, 
 /// The quantum caches' front end ([`Builder::qcache_mode`]).
 pub use kmem_magazine::Mode;
 pub use registry::{ArenaRef, for_each_arena, whatis_all};
-pub use source::{ImportFns, NoSource, Source};
+pub use source::{ImportFns, ImportWait, NoSource, Source};
 pub use stats::VmemStats;
 pub use vmem::Vmem;

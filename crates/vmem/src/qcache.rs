@@ -22,8 +22,9 @@ use crate::error::VmemError;
 use kmem_sys::sync::MutexGuard;
 
 use crate::fit::{Policy, Request};
-use crate::inner::{Core, Wait};
+use crate::inner::Core;
 use crate::source::Source;
+use crate::wait::Wait;
 
 /// The backend of one quantum cache: segments of `size` bytes from the
 /// arena core at a fixed address.
@@ -241,7 +242,10 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> Core<A, S> {
                 Err(e) => panic!("{e} (freed twice through a quantum cache)"),
             }
         }
-        self.wake(&g);
+        if self.wake(&g) {
+            drop(g);
+            self.wake_source();
+        }
     }
 
     /// Whether `[addr, addr + size)` is exactly a busy segment; the debug

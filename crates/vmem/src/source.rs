@@ -5,8 +5,15 @@
 //! parent, as the seed's `vmem_create(..., vmem_alloc, vmem_free, parent)`
 //! does), and so is any [`ImportFns`] pair of closures, which is how the
 //! page layer commits memory on import and decommits it on release.
+//!
+//! A waiting allocation ([`Vmem::alloc_wait`](crate::Vmem::alloc_wait))
+//! that finds no room may wait inside its source
+//! ([`Source::import_wait`]), as the seed passes `M_WAITOK` down to the
+//! import function; a parent [`Vmem`](crate::Vmem) does, ImportFns do not.
 
+use core::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// A supplier of spans for an arena (`vmem_set_import`).
 ///
@@ -28,6 +35,76 @@ pub trait Source: Send + Sync {
     /// Takes back a span that [`import`](Source::import) supplied, whole,
     /// once every byte of it is free in the arena again.
     fn release(&self, base: usize, size: usize);
+
+    /// Like [`import`](Source::import), for an allocation that may wait
+    /// (`M_WAITOK`): may block until it can supply the span, and must
+    /// return `None` once `wait`'s [deadline](ImportWait::deadline) has
+    /// passed or it is [cancelled](ImportWait::is_cancelled).
+    ///
+    /// A waiting allocation calls it, with its arena's lock dropped, when
+    /// `import` failed and draining the quantum caches and reclaiming made
+    /// no room. The wait is cancelled when the arena gains room some other
+    /// way (a free, an [`add`](crate::Vmem::add), another thread's import):
+    /// the arena then calls
+    /// [`wake_waiting_imports`](Source::wake_waiting_imports), so a source
+    /// that blocks must wake its waiting imports there, and each must
+    /// check `is_cancelled` after every wake-up (a few atomic loads), and
+    /// under the lock it sleeps on if `wake_waiting_imports` takes that
+    /// lock, so that no wake-up falls between the check and the sleep.
+    ///
+    /// The default does not wait: it returns `None` at once, and the
+    /// waiting allocation then sleeps in its own arena, trying `import`
+    /// again each time the arena wakes it. A parent [`Vmem`](crate::Vmem)
+    /// waits as [`Vmem::alloc_wait`](crate::Vmem::alloc_wait) does.
+    fn import_wait(&self, size: usize, wait: &ImportWait<'_>) -> Option<usize> {
+        let _ = (size, wait);
+        None
+    }
+
+    /// Wakes the threads blocked in [`import_wait`](Source::import_wait)
+    /// on this source, so that they check whether they are cancelled.
+    /// The default does nothing, as the default `import_wait` never
+    /// blocks.
+    fn wake_waiting_imports(&self) {}
+}
+
+/// What a waiting import may wait for: until a deadline, and until the
+/// arena that asks no longer needs the span ([`Source::import_wait`]).
+pub struct ImportWait<'a> {
+    deadline: Option<Instant>,
+    cancelled: &'a dyn Fn() -> bool,
+}
+
+impl<'a> ImportWait<'a> {
+    /// A wait until `deadline` (for ever if `None`), which `cancelled`
+    /// ends early by returning true. `cancelled` is called under the
+    /// source's own locks, so it must be quick and take no lock.
+    pub fn new(deadline: Option<Instant>, cancelled: &'a dyn Fn() -> bool) -> Self {
+        ImportWait {
+            deadline,
+            cancelled,
+        }
+    }
+
+    /// When to give up; `None` means never.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Whether the arena that asks no longer needs the span: it gained
+    /// room since it called, or its own caller gave up.
+    pub fn is_cancelled(&self) -> bool {
+        (self.cancelled)()
+    }
+}
+
+impl fmt::Debug for ImportWait<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportWait")
+            .field("deadline", &self.deadline)
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
 }
 
 /// The source of an arena that never imports: all its spans come from
@@ -101,8 +178,9 @@ where
 }
 
 /// Implements [`Source`] for pointers to a source by forwarding every
-/// method, `imports` too: a pointer that took the default instead would
-/// make an arena over `&NoSource` try to import.
+/// method, the defaulted ones too: a pointer that took the default
+/// `imports` would make an arena over `&NoSource` try to import, and one
+/// that took the default `import_wait` would never wait in a parent.
 macro_rules! forward_source {
     ($($pointer:ty),+) => {$(
         impl<S: Source + ?Sized> Source for $pointer {
@@ -117,6 +195,14 @@ macro_rules! forward_source {
 
             fn release(&self, base: usize, size: usize) {
                 (**self).release(base, size)
+            }
+
+            fn import_wait(&self, size: usize, wait: &ImportWait<'_>) -> Option<usize> {
+                (**self).import_wait(size, wait)
+            }
+
+            fn wake_waiting_imports(&self) {
+                (**self).wake_waiting_imports()
             }
         }
     )+};

@@ -14,7 +14,7 @@ use crate::fit::{Constraints, Policy};
 use crate::inner::Core;
 use crate::introspect::{self, Dump, Introspect, Summary, Whatis};
 use crate::registry;
-use crate::source::{NoSource, Source};
+use crate::source::{ImportWait, NoSource, Source};
 use crate::stats::VmemStats;
 
 /// A resource arena: hands out ranges of `usize` (addresses, IDs, offsets)
@@ -215,9 +215,39 @@ where
     }
 
     /// Like [`alloc`](Self::alloc), but when the arena is exhausted waits
-    /// for a free, an [`add`](Self::add) or an import to make room
-    /// (`M_WAITOK`): for ever if `timeout` is `None` or so long that its
-    /// deadline cannot be represented (`Duration::MAX`).
+    /// for room (`M_WAITOK`): for ever if `timeout` is `None` or so long
+    /// that its deadline cannot be represented (`Duration::MAX`).
+    ///
+    /// Before it waits it drains the quantum caches and calls reclaim, as
+    /// [`alloc`](Self::alloc) does before it fails. An arena with a source
+    /// that can wait ([`Source::import_wait`]), such as a parent `Vmem`,
+    /// waits in the source, as the seed passes `M_WAITOK` down to the
+    /// import: a free in the parent (or further up) wakes it. Otherwise it
+    /// waits in this arena. Either way anything that makes room here wakes
+    /// it: a free (into a quantum cache too), an [`add`](Self::add), an
+    /// import by another thread.
+    ///
+    /// ```
+    /// use kmem_vmem::{Policy, Vmem};
+    /// use std::{sync::Arc, thread, time::Duration};
+    ///
+    /// let parent = Arc::new(Vmem::builder("parent").span(0, 4096).quantum(4096).build()?);
+    /// let child = Vmem::builder("child").quantum(4096).source(parent.clone(), 4096).build()?;
+    /// let page = parent.alloc(4096, Policy::InstantFit)?;
+    /// let freer = thread::spawn({
+    ///     let parent = parent.clone();
+    ///     move || {
+    ///         while parent.stats().waits == 0 {
+    ///             thread::yield_now(); // until the child's waiter sleeps in the parent
+    ///         }
+    ///         parent.free(page, 4096)
+    ///     }
+    /// });
+    /// let got = child.alloc_wait(4096, Policy::InstantFit, Some(Duration::from_secs(30)))?;
+    /// assert_eq!(got, page);
+    /// freer.join().unwrap()?;
+    /// # Ok::<(), kmem_vmem::VmemError>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -569,6 +599,19 @@ where
 {
     fn import(&self, size: usize) -> Option<usize> {
         self.alloc(size, Policy::InstantFit).ok()
+    }
+
+    /// Waits in this arena as [`alloc_wait`](Vmem::alloc_wait) does, until
+    /// the child's deadline or until the child cancels.
+    fn import_wait(&self, size: usize, wait: &ImportWait<'_>) -> Option<usize> {
+        match self.qcache_alloc(size) {
+            Some(x) => Some(x),
+            None => self.core().import_wait(size, wait),
+        }
+    }
+
+    fn wake_waiting_imports(&self) {
+        self.core().wake_now();
     }
 
     fn release(&self, base: usize, size: usize) {

@@ -320,6 +320,215 @@ fn a_waiting_allocation_times_out() {
     assert_eq!((s.waits, s.timeouts, s.failures), (1, 1, 1));
 }
 
+/// The timeout that bounds the waiting tests below if a wake-up is lost;
+/// none of them waits for it to pass when the code is right.
+const FAILURE_BOUND: Option<Duration> = Some(Duration::from_secs(30));
+
+/// Spins until `waits()`, the waits counted by the arenas a waiter may
+/// sleep in, is above zero: an arena counts a wait under its lock just
+/// before sleeping, so a free after this cannot be missed.
+fn until_asleep(waits: impl Fn() -> u64) {
+    while waits() == 0 {
+        thread::yield_now();
+    }
+}
+
+/// A child with no room waits inside its parent (`M_WAITOK` passed down to
+/// the import), so a free in the parent wakes it; it used to sleep in the
+/// child, where only the child's frees woke it.
+#[test]
+fn a_child_waiter_wakes_when_the_parent_frees() {
+    const P: usize = 0x1000;
+    let parent = Arc::new(parent(0, P, P));
+    let child = Arc::new(
+        Vmem::builder("child")
+            .quantum(P)
+            .source(parent.clone(), P)
+            .build()
+            .unwrap(),
+    );
+    let held = parent.alloc(P, Policy::InstantFit).unwrap();
+    let c = child.clone();
+    let waiter = thread::spawn(move || c.alloc_wait(P, Policy::InstantFit, FAILURE_BOUND));
+    until_asleep(|| parent.stats().waits + child.stats().waits);
+    parent.free(held, P).unwrap();
+    assert_eq!(waiter.join().unwrap(), Ok(held));
+    assert_eq!(child.stats().imports, 1);
+    let (p, c) = (parent.stats(), child.stats());
+    assert!(p.waits >= 1 && c.waits == 0, "it waited in the parent");
+}
+
+/// A child waiter blocked in its parent still wakes when the child gets
+/// room: a free of a segment of a span that stays imported.
+#[test]
+fn a_child_waiter_blocked_in_the_parent_wakes_when_the_child_frees() {
+    const P: usize = 0x1000;
+    let parent = Arc::new(parent(0, 2 * P, P));
+    let child = Arc::new(
+        Vmem::builder("child")
+            .quantum(P)
+            .source(parent.clone(), 2 * P)
+            .build()
+            .unwrap(),
+    );
+    let a = child.alloc(P, Policy::InstantFit).unwrap();
+    let _b = child.alloc(P, Policy::InstantFit).unwrap();
+    let c = child.clone();
+    let waiter = thread::spawn(move || c.alloc_wait(P, Policy::InstantFit, FAILURE_BOUND));
+    until_asleep(|| parent.stats().waits + child.stats().waits);
+    child.free(a, P).unwrap();
+    assert_eq!(waiter.join().unwrap(), Ok(a));
+    let (p, c) = (parent.stats(), child.stats());
+    assert!(p.waits >= 1 && c.waits == 0, "it waited in the parent");
+    assert_eq!(child.stats().imports, 1, "the span was not given back");
+    parent.check().unwrap();
+    child.check().unwrap();
+}
+
+/// The same through a quantum cache: the free leaves the segment busy in
+/// the child, cached, and the waiter must leave the parent to drain it.
+#[test]
+fn a_child_waiter_blocked_in_the_parent_wakes_on_a_cached_free() {
+    const P: usize = 0x1000;
+    let parent = Arc::new(parent(0, 2 * P, P));
+    let child = Arc::new(
+        Vmem::builder("child")
+            .quantum(P)
+            .qcache_max(P)
+            .source(parent.clone(), 2 * P)
+            .build()
+            .unwrap(),
+    );
+    let x = child.alloc(P, Policy::InstantFit).unwrap();
+    let _y = child.alloc(P, Policy::InstantFit).unwrap();
+    let c = child.clone();
+    let waiter = thread::spawn(move || c.alloc_wait(P, Policy::InstantFit, FAILURE_BOUND));
+    until_asleep(|| parent.stats().waits + child.stats().waits);
+    child.free(x, P).unwrap();
+    assert_eq!(waiter.join().unwrap(), Ok(x));
+    let (p, c) = (parent.stats(), child.stats());
+    assert!(p.waits >= 1 && c.waits == 0, "it waited in the parent");
+}
+
+/// Three levels: the waiter blocks in the grandparent, and a free in the
+/// child, two sources down, wakes it.
+#[test]
+fn a_waiter_blocked_two_sources_up_wakes_when_its_arena_frees() {
+    const P: usize = 0x1000;
+    let grandparent = Arc::new(parent(0, 2 * P, P));
+    let parent = Arc::new(
+        Vmem::builder("parent")
+            .quantum(P)
+            .source(grandparent.clone(), 2 * P)
+            .build()
+            .unwrap(),
+    );
+    let child = Arc::new(
+        Vmem::builder("child")
+            .quantum(P)
+            .source(parent.clone(), 2 * P)
+            .build()
+            .unwrap(),
+    );
+    let a = child.alloc(P, Policy::InstantFit).unwrap();
+    let _b = child.alloc(P, Policy::InstantFit).unwrap();
+    let c = child.clone();
+    let waiter = thread::spawn(move || c.alloc_wait(P, Policy::InstantFit, FAILURE_BOUND));
+    until_asleep(|| grandparent.stats().waits + parent.stats().waits + child.stats().waits);
+    child.free(a, P).unwrap();
+    assert_eq!(waiter.join().unwrap(), Ok(a));
+    assert!(grandparent.stats().waits >= 1);
+    assert_eq!(parent.stats().allocated, 2 * P);
+}
+
+/// A source that cannot wait (the default `import_wait`, as `ImportFns`
+/// have) leaves the waiter asleep in its own arena, where its frees wake
+/// it.
+#[test]
+fn a_waiter_over_a_source_that_cannot_wait_sleeps_in_its_arena() {
+    let a = Arc::new(
+        Vmem::builder("fns")
+            .span(0, 0x100)
+            .quantum(0x10)
+            .source(ImportFns::new(|_| None, |_, _| {}), 0)
+            .build()
+            .unwrap(),
+    );
+    let x = a.alloc(0x100, Policy::InstantFit).unwrap();
+    let a2 = a.clone();
+    let waiter = thread::spawn(move || a2.alloc_wait(0x10, Policy::InstantFit, FAILURE_BOUND));
+    until_asleep(|| a.stats().waits);
+    a.free(x, 0x100).unwrap();
+    assert_eq!(waiter.join().unwrap(), Ok(0));
+    assert!(a.stats().import_failures >= 1, "it asked the source first");
+}
+
+/// More threads than pages, each taking a page with `alloc_wait` and
+/// giving it back, in a child with quantum caches over a parent: waiters
+/// sleep in the parent and in the child, frees go to the caches, to the
+/// child and, with whole spans, to the parent. A lost wake-up leaves a
+/// thread waiting until its timeout, which fails the test.
+#[test]
+fn threads_waiting_for_pages_of_a_child_all_get_them() {
+    const P: usize = 0x1000;
+    let parent = Arc::new(parent(0, 4 * P, P));
+    let child = Arc::new(
+        Vmem::builder("child")
+            .quantum(P)
+            .qcache_max(P)
+            .source(parent.clone(), 2 * P)
+            .build()
+            .unwrap(),
+    );
+    let rounds = if cfg!(miri) { 10 } else { 2_000 };
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let child = child.clone();
+            thread::spawn(move || {
+                for i in 0..rounds {
+                    let x = child
+                        .alloc_wait(P, Policy::InstantFit, FAILURE_BOUND)
+                        .unwrap();
+                    if (i + t) % 3 == 0 {
+                        thread::yield_now();
+                    }
+                    child.free(x, P).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    child.drain_qcaches();
+    assert_eq!(child.stats().allocated, 0);
+    assert_eq!(parent.stats().allocated, child.stats().imported);
+    child.check().unwrap();
+    parent.check().unwrap();
+}
+
+/// A child waiter whose deadline passes in the parent times out in the
+/// child, naming the child, and does not sleep in the child after. (The
+/// parent may or may not have slept before the deadline, on a slow
+/// machine: its timeout is what it counts either way.)
+#[test]
+fn a_child_waiter_times_out_in_the_parent() {
+    const P: usize = 0x1000;
+    let parent = parent(0, P, P);
+    let child = child_of(&parent, P).build().unwrap();
+    let _held = parent.alloc(P, Policy::InstantFit).unwrap();
+    let e = child
+        .alloc_wait(P, Policy::InstantFit, Some(Duration::from_millis(30)))
+        .unwrap_err();
+    assert!(
+        matches!(e, VmemError::TimedOut { arena, .. } if arena.as_str() == "child"),
+        "{e}"
+    );
+    let (p, c) = (parent.stats(), child.stats());
+    assert_eq!(p.timeouts, 1, "it waited in the parent");
+    assert_eq!((c.waits, c.timeouts, c.failures), (0, 1, 1));
+}
+
 #[test]
 fn dropping_a_child_returns_its_spans() {
     let parent = parent(0, 1 << 20, 0x100);
