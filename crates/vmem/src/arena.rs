@@ -240,6 +240,31 @@ impl<A: Allocator + Clone> Arena<A> {
         self.n_spans -= 1;
     }
 
+    /// Takes out the first imported span at or above `from` that is wholly
+    /// free, for the caller to release to the source. A free releases a
+    /// span the moment it is wholly free, so the only ones left are spans
+    /// imported for a constrained request that they could not satisfy.
+    /// Walks the span list: for the failure path only.
+    pub fn take_free_span(&mut self, from: usize) -> Option<(usize, usize)> {
+        let mut span = self.span_head;
+        while span != NIL {
+            let tag = *self.tags.get(span);
+            // A span tag is followed by the first segment that tiles it.
+            if tag.start >= from
+                && tag.is(Kind::Span)
+                && self.tags.is_free(tag.next)
+                && self.tags.get(tag.next).size == tag.size
+            {
+                self.unfile_free(tag.next);
+                self.unlink(tag.next);
+                self.remove_span(span);
+                return Some((tag.start, tag.size));
+            }
+            span = tag.lnext;
+        }
+        None
+    }
+
     // ---- allocation
 
     /// Places `req` by `policy` and marks it busy; `None` if no free segment

@@ -228,14 +228,44 @@ where
         if waiting {
             self.waiters().fetch_add(1, Ordering::Relaxed);
         }
+        let imports = g.counters.imports;
         let placed = self.place_loop(&mut g, req, policy, wait, drain);
         if waiting {
             self.waiters().fetch_sub(1, Ordering::Relaxed);
         }
         if placed.is_err() {
             g.counters.failures += 1;
+            // Spans imported for a request they could not satisfy (its
+            // address window is beyond what the source gives, say) go back,
+            // so a failed call leaves the source as it found it.
+            if g.counters.imports != imports {
+                self.give_back_free_spans(&mut g);
+            }
         }
         placed
+    }
+
+    /// Releases to the source every imported span that is wholly free (see
+    /// [`Arena::take_free_span`]): those this failed call imported, and
+    /// any an earlier constrained call imported in vain and kept (the
+    /// seed keeps them; a successful call still does). Then wakes the
+    /// waiters, whose imports may now succeed.
+    #[cold]
+    fn give_back_free_spans(&self, g: &mut MutexGuard<'_, Arena<A>>) {
+        let mut from = 0;
+        while let Some((base, size)) = g.take_free_span(from) {
+            g.counters.releases += 1;
+            MutexGuard::unlocked(g, || self.source.release(base, size));
+            // The list may have changed with the lock dropped: go on from
+            // the address after this span, if there is one.
+            let Some(next) = base.checked_add(size) else {
+                break;
+            };
+            from = next;
+        }
+        if self.wake(g) {
+            MutexGuard::unlocked(g, || self.wake_source());
+        }
     }
 
     /// The loop of [`place_slow_from`](Self::place_slow_from), with the

@@ -90,6 +90,12 @@
 //! of the source ([`Source::wake_waiting_imports`]), where the seed leaves
 //! it until the parent has room (`wait.rs`).
 //!
+//! A span imported for a constrained request need not satisfy it: the
+//! source knows nothing of its address window. The arena then imports
+//! again, as the seed does, until a span fits or the source is out; a call
+//! that fails at last gives back every imported span left wholly free, so
+//! that it leaves the source as it found it (the seed keeps them).
+//!
 //! **Quantum caches** (`qcache.rs`, the seed's `qc_init`, `qc_import`,
 //! `qc_release`, `qc_drain`): with `qcache_max` set, each size from one
 //! quantum up to it (at most 16 quanta, `VMEM_QCACHE_IDX_MAX`) has a

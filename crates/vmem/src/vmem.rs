@@ -206,6 +206,10 @@ where
     /// (`vmem_xalloc`); see [`Constraints`] for what each field means. It
     /// never uses the quantum caches.
     ///
+    /// An arena with a source imports spans until one meets the
+    /// constraints or the source has no more; if the call fails, the spans
+    /// it imported go back to the source (see the [crate docs](crate)).
+    ///
     /// # Errors
     ///
     /// As [`alloc`](Self::alloc), and [`VmemError::InvalidConstraints`] for

@@ -89,6 +89,58 @@ fn an_aligned_request_imports_a_padded_span() {
     assert_eq!(parent.stats().allocated, 0);
 }
 
+/// A constrained request no span of the parent can meet imports span
+/// after span, as the seed does, until the parent is out; the failed call
+/// then gives them all back, leaving the parent as it was.
+#[test]
+fn a_constrained_request_that_fails_gives_back_the_spans_it_imported() {
+    const P: usize = 0x1000;
+    let parent = parent(0, 256 * P, P);
+    let child = child_of(&parent, P).build().unwrap();
+    let kept = child.alloc(P, Policy::InstantFit).unwrap();
+    let beyond = Constraints {
+        min_addr: 512 * P,
+        ..Constraints::default()
+    };
+    let e = child.xalloc(P, &beyond, Policy::BestFit).unwrap_err();
+    assert!(matches!(e, VmemError::Exhausted { .. }), "{e}");
+    let s = child.stats();
+    assert_eq!(s.imports, 256, "it took every page the parent had");
+    assert_eq!((s.releases, s.imported, s.allocated), (255, P, P));
+    assert_eq!(parent.stats().allocated, P, "only the page in use is out");
+    child.check().unwrap();
+    parent.check().unwrap();
+    // A waiting call that times out gives them back too.
+    let e = child
+        .xalloc_wait(P, &beyond, Policy::BestFit, Some(Duration::from_millis(10)))
+        .unwrap_err();
+    assert!(matches!(e, VmemError::TimedOut { .. }), "{e}");
+    assert_eq!(parent.stats().allocated, P);
+    child.free(kept, P).unwrap();
+    assert_eq!(parent.stats().allocated, 0);
+}
+
+/// A constrained request that the parent can meet, past spans that cannot,
+/// still imports until it gets one and succeeds, keeping the others (the
+/// seed's behaviour).
+#[test]
+fn a_constrained_request_imports_until_a_span_meets_it() {
+    const P: usize = 0x1000;
+    let parent = parent(0, 64 * P, P);
+    let child = child_of(&parent, P).build().unwrap();
+    let high = Constraints {
+        min_addr: 32 * P,
+        ..Constraints::default()
+    };
+    let x = child.xalloc(P, &high, Policy::BestFit).unwrap();
+    assert_eq!(x, 32 * P);
+    let s = child.stats();
+    assert_eq!((s.imports, s.releases, s.imported), (33, 0, 33 * P));
+    child.xfree(x, P).unwrap();
+    assert_eq!(child.stats().imported, 32 * P);
+    child.check().unwrap();
+}
+
 #[test]
 fn user_callbacks_see_every_import_and_release() {
     let log = Arc::new(Mutex::new(Vec::new()));
