@@ -618,9 +618,20 @@ where
         self.core().wake_now();
     }
 
+    /// # Panics
+    ///
+    /// If this arena has no such allocation: the span was freed here
+    /// behind the child's back (or the child's source is not this arena).
+    /// The message names this arena; the child is the arena whose free,
+    /// `xfree` or drop is on the stack.
     fn release(&self, base: usize, size: usize) {
         if let Err(e) = self.free(base, size) {
-            panic!("vmem: a child arena released a span its parent did not give: {e}");
+            let parent = self.name();
+            panic!(
+                "vmem: a child arena gave back the span of {size:#x} bytes at {base:#x} that it \
+                 imported from arena {parent}, but {parent} no longer has it allocated: was it \
+                 freed in {parent} behind the child's back? ({e})"
+            );
         }
     }
 }

@@ -581,6 +581,21 @@ fn a_child_waiter_times_out_in_the_parent() {
     assert_eq!((c.waits, c.timeouts, c.failures), (0, 1, 1));
 }
 
+/// Freeing in the parent a span a child imported is not caught there (the
+/// parent cannot tell it from its own segments); the child's free that
+/// gives the span back then panics, saying what happened.
+#[test]
+#[should_panic(
+    expected = "no longer has it allocated: was it freed in parent behind the child's back?"
+)]
+fn a_span_freed_in_the_parent_behind_the_childs_back_is_named_when_the_child_frees() {
+    let parent = parent(0, 0x10_0000, 0x1000);
+    let child = child_of(&parent, 0x1_0000).build().unwrap();
+    let x = child.alloc(0x1000, Policy::InstantFit).unwrap();
+    parent.free(x, 0x1_0000).unwrap();
+    let _ = child.free(x, 0x1000);
+}
+
 #[test]
 fn dropping_a_child_returns_its_spans() {
     let parent = parent(0, 1 << 20, 0x100);
