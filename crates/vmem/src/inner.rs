@@ -151,7 +151,12 @@ where
     /// can satisfy it; [`VmemError::InvalidSize`] for 0.
     #[inline]
     pub fn alloc(&self, size: usize, policy: Policy) -> Result<usize, VmemError> {
-        self.place(&self.request(size, None)?, policy, Wait::No)
+        let size = self.round(size)?;
+        if let Some(x) = self.arena.lock().try_place_plain(size, policy) {
+            return Ok(x);
+        }
+        let req = Request::plain(size, self.quantum());
+        self.place_slow(&req, policy, Wait::No)
     }
 
     /// Allocates `size` bytes placed within the constraints `c`
@@ -193,7 +198,11 @@ where
         c: Option<&Constraints>,
         policy: Policy,
     ) -> Option<usize> {
-        let req = self.request(size, c).ok()?;
+        let Some(c) = c else {
+            let size = self.round(size).ok()?;
+            return self.arena.get_mut().try_place_plain(size, policy);
+        };
+        let req = self.request(size, Some(c)).ok()?;
         self.arena.get_mut().try_place(&req, policy)
     }
 

@@ -31,13 +31,14 @@ pub struct Vmem<A: Allocator + Clone + Send + Sync = Global, S: Source = NoSourc
     core: NonNull<Core<A, S>>,
     qshift: u32,
     qcache_max: usize,
-    /// Whether code outside this `Vmem`'s methods can reach the core: the
-    /// exit hooks of threads holding per-thread quantum-cache magazines
-    /// flush them into the caches' depots, inside the core, from other
-    /// threads. Then the `_mut` methods lock as the `&self` ones do.
-    thread_caches: bool,
-    /// Whether the core is on the arena list, where walkers on other
-    /// threads reach it; then too the `_mut` methods lock.
+    /// Whether code outside this `Vmem`'s methods can reach the core from
+    /// other threads: the exit hooks of threads holding per-thread
+    /// quantum-cache magazines flush them into the caches' depots, inside
+    /// the core, and walkers of the arena list reach a listed core. Then
+    /// the `_mut` methods lock as the `&self` ones do. One flag, so the
+    /// unlocked fast path tests one byte.
+    shared: bool,
+    /// Whether the core is on the arena list.
     listed: bool,
     alloc: A,
 }
@@ -81,7 +82,7 @@ where
             core: ptr,
             qshift,
             qcache_max: qcache_quanta << qshift,
-            thread_caches: false,
+            shared: listed,
             listed,
             alloc,
         };
@@ -97,7 +98,7 @@ where
                 qcache_mode,
             )?;
         }
-        vmem.thread_caches = vmem.core().qcaches.any_per_thread();
+        vmem.shared |= vmem.core().qcaches.any_per_thread();
         if listed {
             let core = vmem.core();
             // SAFETY: the core stays at this address until `drop` frees it,
@@ -121,7 +122,7 @@ where
     /// their own.
     #[inline(always)]
     fn core_mut(&mut self) -> Option<&mut Core<A, S>> {
-        if self.thread_caches || self.listed {
+        if self.shared {
             return None;
         }
         // SAFETY: the core is live until `drop`. `&mut self` excludes every
