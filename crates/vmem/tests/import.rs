@@ -410,29 +410,42 @@ fn a_child_waiter_wakes_when_the_parent_frees() {
     assert!(p.waits >= 1 && c.waits == 0, "it waited in the parent");
 }
 
-/// A child waiter blocked in its parent still wakes when the child gets
-/// room: a free of a segment of a span that stays imported.
-#[test]
-fn a_child_waiter_blocked_in_the_parent_wakes_when_the_child_frees() {
+type Child = Vmem<Global, Arc<Vmem>>;
+type Waiter = thread::JoinHandle<Result<usize, VmemError>>;
+
+/// A child (quantum caches up to `qcache_max`) holding both pages of a
+/// two-page parent as one span, both allocated, and a thread asleep in the
+/// parent waiting for a third: the parent, the child, one of the pages, and
+/// the waiter.
+fn a_child_waiting_in_its_parent(qcache_max: usize) -> (Arc<Vmem>, Arc<Child>, usize, Waiter) {
     const P: usize = 0x1000;
     let parent = Arc::new(parent(0, 2 * P, P));
     let child = Arc::new(
         Vmem::builder("child")
             .quantum(P)
+            .qcache_max(qcache_max)
             .source(parent.clone(), 2 * P)
             .build()
             .unwrap(),
     );
     let a = child.alloc(P, Policy::InstantFit).unwrap();
-    let _b = child.alloc(P, Policy::InstantFit).unwrap();
+    child.alloc(P, Policy::InstantFit).unwrap();
     let c = child.clone();
     let waiter = thread::spawn(move || c.alloc_wait(P, Policy::InstantFit, FAILURE_BOUND));
     until_asleep(|| parent.stats().waits + child.stats().waits);
-    child.free(a, P).unwrap();
+    (parent, child, a, waiter)
+}
+
+/// A child waiter blocked in its parent still wakes when the child gets
+/// room: a free of a segment of a span that stays imported.
+#[test]
+fn a_child_waiter_blocked_in_the_parent_wakes_when_the_child_frees() {
+    let (parent, child, a, waiter) = a_child_waiting_in_its_parent(0);
+    child.free(a, 0x1000).unwrap();
     assert_eq!(waiter.join().unwrap(), Ok(a));
     let (p, c) = (parent.stats(), child.stats());
     assert!(p.waits >= 1 && c.waits == 0, "it waited in the parent");
-    assert_eq!(child.stats().imports, 1, "the span was not given back");
+    assert_eq!(c.imports, 1, "the span was not given back");
     parent.check().unwrap();
     child.check().unwrap();
 }
@@ -441,25 +454,14 @@ fn a_child_waiter_blocked_in_the_parent_wakes_when_the_child_frees() {
 /// the child, cached, and the waiter must leave the parent to drain it.
 #[test]
 fn a_child_waiter_blocked_in_the_parent_wakes_on_a_cached_free() {
-    const P: usize = 0x1000;
-    let parent = Arc::new(parent(0, 2 * P, P));
-    let child = Arc::new(
-        Vmem::builder("child")
-            .quantum(P)
-            .qcache_max(P)
-            .source(parent.clone(), 2 * P)
-            .build()
-            .unwrap(),
-    );
-    let x = child.alloc(P, Policy::InstantFit).unwrap();
-    let _y = child.alloc(P, Policy::InstantFit).unwrap();
-    let c = child.clone();
-    let waiter = thread::spawn(move || c.alloc_wait(P, Policy::InstantFit, FAILURE_BOUND));
-    until_asleep(|| parent.stats().waits + child.stats().waits);
-    child.free(x, P).unwrap();
-    assert_eq!(waiter.join().unwrap(), Ok(x));
+    let (parent, child, a, waiter) = a_child_waiting_in_its_parent(0x1000);
+    // SAFETY: `a` is a page the child allocated and nothing freed.
+    unsafe { child.free_cached(a, 0x1000) }.unwrap();
+    assert_eq!(waiter.join().unwrap(), Ok(a));
     let (p, c) = (parent.stats(), child.stats());
     assert!(p.waits >= 1 && c.waits == 0, "it waited in the parent");
+    parent.check().unwrap();
+    child.check().unwrap();
 }
 
 /// Three levels: the waiter blocks in the grandparent, and a free in the
