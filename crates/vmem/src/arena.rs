@@ -9,7 +9,7 @@ use allocator_api2::alloc::Allocator;
 use crate::error::{ArenaName, VmemError};
 use crate::fit::{Policy, Request};
 use crate::freelist::{FreeLists, instant_list, list_of};
-use crate::hash::BusyHash;
+use crate::hash::{BusyHash, Link};
 use crate::search::Fit;
 use crate::stats::Counters;
 use crate::tag::{Kind, NIL, TagPool};
@@ -392,18 +392,13 @@ impl<A: Allocator + Clone> Arena<A> {
 
     // ---- free
 
-    /// Frees the busy segment `[addr, addr + size)` (`size` rounded), merging
-    /// it with free neighbours (the seed's `vmem_xfree`). Returns the span to
-    /// release to the source if that left an imported span wholly free; the
-    /// caller releases it after dropping the lock.
+    /// Frees the busy segment `[addr, addr + size)`, merging it with free
+    /// neighbours (the seed's `vmem_xfree`). Returns the span to release to
+    /// the source if that left an imported span wholly free; the caller
+    /// releases it after dropping the lock.
     #[inline]
-    pub fn free(
-        &mut self,
-        addr: usize,
-        size: usize,
-        asked: usize,
-    ) -> Result<Option<(usize, usize)>, VmemError> {
-        let freed = self.free_merging(addr, size, asked);
+    pub fn free(&mut self, addr: usize, size: usize) -> Result<Option<(usize, usize)>, VmemError> {
+        let freed = self.free_merging(addr, size);
         // The busy hash shrinks when the busy count falls to an eighth of
         // its buckets: the one time to ask whether the tags have fallen
         // far enough too, off the path of every other free.
@@ -413,30 +408,46 @@ impl<A: Allocator + Clone> Arena<A> {
         freed
     }
 
+    /// The busy segment starting at `addr` that a free of `size` bytes
+    /// names, with where it is chained in the hash; the error a free
+    /// returns if there is none or its size is not `size` rounded up to
+    /// the quantum.
+    ///
+    /// The size is matched without rounding it: `size` rounds up to
+    /// `allocated` exactly when `allocated - quantum < size <= allocated`,
+    /// one wrapping subtraction and compare that also refuses 0 and sizes
+    /// that would overflow when rounded (a busy segment holds at least a
+    /// quantum).
+    #[inline(always)]
+    pub fn find_busy(&self, addr: usize, size: usize) -> Result<(Link, u32), VmemError> {
+        let Some((link, t)) = self.hash.find(&self.tags, addr) else {
+            return Err(VmemError::NotAllocated {
+                arena: self.name,
+                addr,
+                size,
+            });
+        };
+        let allocated = self.tags.get(t).size;
+        if allocated.wrapping_sub(size) >= self.quantum() {
+            return Err(VmemError::WrongSize {
+                arena: self.name,
+                addr,
+                size,
+                allocated,
+            });
+        }
+        Ok((link, t))
+    }
+
     /// [`free`](Self::free) but for trimming the tag pool.
     #[inline(always)]
     fn free_merging(
         &mut self,
         addr: usize,
         size: usize,
-        asked: usize,
     ) -> Result<Option<(usize, usize)>, VmemError> {
-        let Some((link, t)) = self.hash.find(&self.tags, addr) else {
-            return Err(VmemError::NotAllocated {
-                arena: self.name,
-                addr,
-                size: asked,
-            });
-        };
-        let allocated = self.tags.get(t).size;
-        if allocated != size {
-            return Err(VmemError::WrongSize {
-                arena: self.name,
-                addr,
-                size: asked,
-                allocated,
-            });
-        }
+        let (link, t) = self.find_busy(addr, size)?;
+        let size = self.tags.get(t).size;
         self.hash.remove(&mut self.tags, link, t);
         self.inuse -= size;
         let (start, next, prev) = {
@@ -548,17 +559,23 @@ impl<A: Allocator + Clone> Arena<A> {
         &mut self,
         addr: usize,
         size: usize,
-        asked: usize,
     ) -> Result<Option<(usize, usize)>, VmemError> {
-        let freed = self.free(addr, size, asked);
-        match &freed {
-            Ok(released) => {
+        let freed = self.free(addr, size);
+        self.count_free(&freed);
+        freed
+    }
+
+    /// Counts a free, a release, or a bad free.
+    #[inline]
+    pub fn count_free(&mut self, freed: &Result<Option<(usize, usize)>, VmemError>) {
+        match freed {
+            Ok(None) => self.counters.frees += 1,
+            Ok(Some(_)) => {
                 self.counters.frees += 1;
-                self.counters.releases += u64::from(released.is_some());
+                self.counters.releases += 1;
             }
             Err(_) => self.counters.bad_frees += 1,
         }
-        freed
     }
 
     /// Sets the size of free tag `t` (on its list), moving it to another

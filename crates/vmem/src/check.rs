@@ -251,8 +251,8 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        a.free(xs[1], 0x40, 0x40).unwrap();
-        a.free(xs[3], 0x40, 0x40).unwrap();
+        a.free(xs[1], 0x40).unwrap();
+        a.free(xs[3], 0x40).unwrap();
         a.check().unwrap();
         (a, xs)
     }

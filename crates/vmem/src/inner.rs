@@ -405,9 +405,8 @@ where
     /// As [`Vmem::free`](crate::Vmem::free).
     #[inline]
     pub fn xfree(&self, addr: usize, size: usize) -> Result<(), VmemError> {
-        let rounded = self.round(size).map_err(|_| self.bad_free(addr, size))?;
         let mut g = self.arena.lock();
-        let released = g.free_counted(addr, rounded, size)?;
+        let released = g.free_counted(addr, size)?;
         let in_source = self.wake(&g);
         drop(g);
         self.release(released);
@@ -423,8 +422,7 @@ where
     /// released span goes to the source, another arena or callback).
     #[inline(always)]
     pub fn xfree_mut(&mut self, addr: usize, size: usize) -> Result<(), VmemError> {
-        let rounded = self.round(size).map_err(|_| self.bad_free(addr, size))?;
-        let released = self.arena.get_mut().free_counted(addr, rounded, size)?;
+        let released = self.arena.get_mut().free_counted(addr, size)?;
         self.release(released);
         Ok(())
     }
@@ -435,16 +433,6 @@ where
     fn release(&self, span: Option<(usize, usize)>) {
         if let Some((base, size)) = span {
             self.source.release(base, size);
-        }
-    }
-
-    #[cold]
-    fn bad_free(&self, addr: usize, size: usize) -> VmemError {
-        self.arena.lock().counters.bad_frees += 1;
-        VmemError::NotAllocated {
-            arena: self.name,
-            addr,
-            size,
         }
     }
 

@@ -232,11 +232,11 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> Core<A, S> {
     pub(crate) fn free_batch(&self, size: usize, items: &[usize]) {
         let mut g = self.arena.lock();
         for &x in items {
-            match g.free(x, size, size) {
-                Ok(None) => g.counters.frees += 1,
+            let freed = g.free(x, size);
+            g.count_free(&freed);
+            match freed {
+                Ok(None) => {}
                 Ok(Some((base, span))) => {
-                    g.counters.frees += 1;
-                    g.counters.releases += 1;
                     MutexGuard::unlocked(&mut g, || self.source.release(base, span));
                 }
                 Err(e) => panic!("{e} (freed twice through a quantum cache)"),
@@ -251,29 +251,13 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> Core<A, S> {
     /// Whether `[addr, addr + size)` is exactly a busy segment; the debug
     /// check of a free that goes to a quantum cache.
     #[cfg(debug_assertions)]
-    pub(crate) fn check_busy(
-        &self,
-        addr: usize,
-        size: usize,
-        asked: usize,
-    ) -> Result<(), VmemError> {
+    pub(crate) fn check_busy(&self, addr: usize, size: usize) -> Result<(), VmemError> {
         let mut g = self.arena.lock();
-        let err = match g.hash.find(&g.tags, addr) {
-            None => VmemError::NotAllocated {
-                arena: self.name,
-                addr,
-                size: asked,
-            },
-            Some((_, t)) if g.tags.get(t).size != size => VmemError::WrongSize {
-                arena: self.name,
-                addr,
-                size: asked,
-                allocated: g.tags.get(t).size,
-            },
-            Some(_) => return Ok(()),
-        };
-        g.counters.bad_frees += 1;
-        Err(err)
+        let found = g.find_busy(addr, size).map(drop);
+        if found.is_err() {
+            g.counters.bad_frees += 1;
+        }
+        found
     }
 }
 

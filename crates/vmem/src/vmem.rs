@@ -349,7 +349,7 @@ where
             let rounded = (size + self.quantum() - 1) & !(self.quantum() - 1);
             if let Some(qc) = self.core().qcaches.get(rounded >> self.qshift) {
                 #[cfg(debug_assertions)]
-                self.core().check_busy(addr, rounded, size)?;
+                self.core().check_busy(addr, size)?;
                 // A segment put in this thread's own magazine is beyond
                 // every other thread's reach, a drain's too: no waiter
                 // could take it, so none is told, and the per-thread hit

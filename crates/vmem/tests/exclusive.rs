@@ -103,12 +103,22 @@ fn exclusive_bad_frees_are_errors_that_change_nothing() {
     ));
     assert!(matches!(
         a.xfree_mut(x, 0),
-        Err(VmemError::NotAllocated { .. })
+        Err(VmemError::WrongSize { allocated: 64, .. })
+    ));
+    assert!(matches!(
+        a.xfree_mut(x, usize::MAX),
+        Err(VmemError::WrongSize { allocated: 64, .. })
+    ));
+    // 48 rounds up to 48, not to the 64 allocated.
+    assert!(matches!(
+        a.xfree_mut(x, 48),
+        Err(VmemError::WrongSize { allocated: 64, .. })
     ));
     let after = a.stats();
     assert_eq!(after.allocated, before.allocated);
-    assert_eq!(after.bad_frees, 3);
-    a.free_mut(x, 64).unwrap();
+    assert_eq!(after.bad_frees, 5);
+    // A size that rounds up to the segment's frees it, as at allocation.
+    a.free_mut(x, 49).unwrap();
     assert_eq!(a.stats().allocated, 0);
     a.check().unwrap();
 }
