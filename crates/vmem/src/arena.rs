@@ -309,7 +309,7 @@ impl<A: Allocator + Clone> Arena<A> {
     #[inline]
     pub fn try_place_plain(&mut self, size: usize, policy: Policy) -> Option<usize> {
         if policy != Policy::InstantFit {
-            return self.try_place(&Request::plain(size, self.quantum()), policy);
+            return self.try_place_unconstrained(size, policy);
         }
         if self.tags.n_unused() < TAGS_PER_OP {
             return None;
@@ -322,6 +322,16 @@ impl<A: Allocator + Clone> Arena<A> {
         self.clip(tag, list, at, size, bucket);
         self.counters.instant_fit += 1;
         Some(at)
+    }
+
+    /// [`try_place_plain`](Self::try_place_plain) by best or next fit,
+    /// out of line: the caller's policy may be a run-time value, and
+    /// inlining every policy's search into the instant-fit path cost that
+    /// path 2 ns a pair at 10 live segments and 8 at 100k (the random
+    /// workload).
+    #[inline(never)]
+    fn try_place_unconstrained(&mut self, size: usize, policy: Policy) -> Option<usize> {
+        self.try_place(&Request::plain(size, self.quantum()), policy)
     }
 
     /// [`alloc`](Self::alloc), counted in the statistics on success.
