@@ -10,8 +10,11 @@
 //! 2. An address-space allocator: a parent arena of "virtual addresses"
 //!    and a page-granular child that imports 64 KiB spans from it and keeps
 //!    quantum caches for 1..=8 pages. Look for: few imports for many
-//!    allocations, `qcache_allocs` counting cache hits, the child's spans
-//!    going back to the parent once everything is freed (`releases`,
+//!    allocations, `qcache_allocs` counting cache hits (only a few per
+//!    size and round: kmem-magazine sizes magazines by object size as
+//!    illumos kmem does, so page-sized caches start with one-round
+//!    magazines and grow them only under lock contention), the child's
+//!    spans going back to the parent once everything is freed (`releases`,
 //!    parent `allocated` back to 0), a constrained `xalloc`, and the
 //!    seed's debugging walks: `whatis_all` and the DDB summary.
 //!
