@@ -1,8 +1,8 @@
 //! The arena proper, everything that runs under the arena lock: spans and
 //! segments in address order, placing a request ([`Arena::alloc`]), splitting
 //! the chosen free segment ([`Arena::clip`]), and freeing with coalescing
-//! ([`Arena::free`]). `Vmem` wraps it in the lock and adds importing,
-//! waiting and the quantum caches.
+//! ([`Arena::free`]); adding and removing spans is in [`span`]. `Vmem` wraps
+//! it in the lock and adds importing, waiting and the quantum caches.
 
 use allocator_api2::alloc::Allocator;
 
@@ -13,6 +13,8 @@ use crate::hash::{BusyHash, Link};
 use crate::search::Fit;
 use crate::stats::Counters;
 use crate::tag::{Kind, NIL, TagPool};
+
+mod span;
 
 /// Tags one operation may need: two to add an imported span, two to clip
 /// the chosen segment at both ends (the seed's `BT_MAXALLOC`).
@@ -154,115 +156,6 @@ impl<A: Allocator + Clone> Arena<A> {
         let q = self.quanta(self.tags.get(t).size);
         self.free.remove(&mut self.tags, t, q);
         self.n_free_segs -= 1;
-    }
-
-    // ---- spans
-
-    /// Adds `[base, base + size)` as a span of `kind`, wholly free (the seed's
-    /// `vmem_add1`), in address order. Needs [`reserve`](Self::reserve).
-    pub fn add_span(&mut self, base: usize, size: usize, kind: Kind) -> Result<(), VmemError> {
-        let bad = |what| VmemError::InvalidSpan {
-            arena: self.name,
-            base,
-            size,
-            what,
-        };
-        let qmask = self.quantum() - 1;
-        if size == 0 {
-            return Err(bad("the span is empty"));
-        }
-        if (base | size) & qmask != 0 {
-            return Err(bad("base and size must be multiples of the quantum"));
-        }
-        let Some(end) = base.checked_add(size - 1) else {
-            return Err(bad("the span wraps past the end of the address space"));
-        };
-        // Find the first span above, checking the one below for overlap.
-        // Spans imported one after another mostly come in address order,
-        // up or down: a span above the last one, or below the first, is
-        // placed without walking the list.
-        let (mut below, mut above) = (NIL, self.span_head);
-        if self.span_tail != NIL && self.tags.get(self.span_tail).start < base {
-            (below, above) = (self.span_tail, NIL);
-        }
-        while above != NIL && self.tags.get(above).start < base {
-            below = above;
-            above = self.tags.get(above).lnext;
-        }
-        if below != NIL && self.tags.get(below).end() >= base {
-            return Err(bad("the span overlaps a span of the arena"));
-        }
-        if above != NIL && self.tags.get(above).start <= end {
-            return Err(bad("the span overlaps a span of the arena"));
-        }
-        let span = self.tags.take(kind, base, size);
-        {
-            let tag = self.tags.get_mut(span);
-            tag.lnext = above;
-            tag.lprev = below;
-        }
-        match below {
-            NIL => self.span_head = span,
-            b => self.tags.get_mut(b).lnext = span,
-        }
-        match above {
-            NIL => self.span_tail = span,
-            a => self.tags.get_mut(a).lprev = span,
-        }
-        self.link_before(span, above);
-        let seg = self.tags.take(Kind::Free, base, size);
-        self.link_before(seg, above);
-        self.file_free(seg);
-        self.total += size;
-        self.n_spans += 1;
-        if kind == Kind::Span {
-            self.imported += size;
-        }
-        Ok(())
-    }
-
-    fn remove_span(&mut self, span: u32) {
-        let (below, above, size) = {
-            let tag = self.tags.get(span);
-            (tag.lprev, tag.lnext, tag.size)
-        };
-        match below {
-            NIL => self.span_head = above,
-            b => self.tags.get_mut(b).lnext = above,
-        }
-        match above {
-            NIL => self.span_tail = below,
-            a => self.tags.get_mut(a).lprev = below,
-        }
-        self.unlink(span);
-        self.total -= size;
-        self.imported -= size;
-        self.n_spans -= 1;
-    }
-
-    /// Takes out the first imported span at or above `from` that is wholly
-    /// free, for the caller to release to the source. A free releases a
-    /// span the moment it is wholly free, so the only ones left are spans
-    /// imported for a constrained request that they could not satisfy.
-    /// Walks the span list: for the failure path only.
-    pub fn take_free_span(&mut self, from: usize) -> Option<(usize, usize)> {
-        let mut span = self.span_head;
-        while span != NIL {
-            let tag = *self.tags.get(span);
-            // A span tag is followed by the first segment that tiles it.
-            if tag.start >= from
-                && tag.is(Kind::Span)
-                && self.tags.is_free(tag.next)
-                && self.tags.get(tag.next).size == tag.size
-            {
-                self.unfile_free(tag.next);
-                self.unlink(tag.next);
-                self.remove_span(span);
-                return Some((tag.start, tag.size));
-            }
-            span = tag.lnext;
-        }
-        None
     }
 
     // ---- allocation
