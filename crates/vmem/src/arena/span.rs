@@ -51,14 +51,7 @@ impl<A: Allocator + Clone> Arena<A> {
             tag.lnext = above;
             tag.lprev = below;
         }
-        match below {
-            NIL => self.span_head = span,
-            b => self.tags.get_mut(b).lnext = span,
-        }
-        match above {
-            NIL => self.span_tail = span,
-            a => self.tags.get_mut(a).lprev = span,
-        }
+        self.join_spans(below, span, above, span);
         self.link_before(span, above);
         let seg = self.tags.take(Kind::Free, base, size);
         self.link_before(seg, above);
@@ -78,18 +71,25 @@ impl<A: Allocator + Clone> Arena<A> {
             let tag = self.tags.get(span);
             (tag.lprev, tag.lnext, tag.size)
         };
-        match below {
-            NIL => self.span_head = above,
-            b => self.tags.get_mut(b).lnext = above,
-        }
-        match above {
-            NIL => self.span_tail = below,
-            a => self.tags.get_mut(a).lprev = below,
-        }
+        self.join_spans(below, above, above, below);
         self.unlink(span);
         self.total -= size;
         self.imported -= size;
         self.n_spans -= 1;
+    }
+
+    /// Makes `next` follow span `below` and `prev` precede span `above` in
+    /// the span list, where [`NIL`] for `below` or `above` stands for the
+    /// list's head or tail.
+    fn join_spans(&mut self, below: u32, next: u32, above: u32, prev: u32) {
+        match below {
+            NIL => self.span_head = next,
+            b => self.tags.get_mut(b).lnext = next,
+        }
+        match above {
+            NIL => self.span_tail = prev,
+            a => self.tags.get_mut(a).lprev = prev,
+        }
     }
 
     /// Takes out the first imported span at or above `from` that is wholly
