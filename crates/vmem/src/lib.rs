@@ -210,7 +210,10 @@
 //!     [`ArenaRef::summary`].
 //!   - `vm_nfreetags` is [`VmemStats::unused_tags`] (and the summary's).
 //! - `vmem_roundup_size` is [`Vmem::round_size`], which refuses 0 and a
-//!   size that overflows, where the seed's macro wraps around.
+//!   size that overflows, where the seed's macro wraps around. A free
+//!   does not round its size: it names the segment at its address if the
+//!   size rounds up to the segment's, and is [`VmemError::WrongSize`]
+//!   otherwise (0 and overflowing sizes too), where the seed asserts.
 //! - `vmem_list` and `vmem_list_lock` are the arena list (see
 //!   [Locking](#locking)). The seed lists every arena; here an arena
 //!   joins when built with [`Builder::listed`], because its `_mut`

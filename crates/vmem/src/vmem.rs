@@ -268,7 +268,8 @@ where
 
     /// Frees the segment `[addr, addr + size)` that [`alloc`](Self::alloc)
     /// returned (`vmem_free`), checked in every build: to the arena, merging
-    /// it with free neighbours, whatever its size.
+    /// it with free neighbours, whatever its size. `size` is the size
+    /// allocated, or any size that rounds up to the same number of quanta.
     ///
     /// A quantum cache cannot tell a double free from a free: its
     /// magazines keep no per-segment state, and every segment it holds is
@@ -281,9 +282,10 @@ where
     /// # Errors
     ///
     /// [`VmemError::NotAllocated`] or [`VmemError::WrongSize`] if that is
-    /// not exactly an allocated segment (an unknown address, a wrong size,
-    /// a double free, an address inside another segment); the arena is
-    /// left unchanged.
+    /// not exactly an allocated segment (an unknown address, a wrong size
+    /// — 0 and sizes that overflow when rounded among them —, a double
+    /// free, an address inside another segment); the arena is left
+    /// unchanged.
     #[inline]
     pub fn free(&self, addr: usize, size: usize) -> Result<(), VmemError> {
         self.core().xfree(addr, size)
