@@ -73,7 +73,8 @@ pub enum VmemError {
         /// The size given.
         size: usize,
     },
-    /// A free whose size does not match the allocated segment at `addr`.
+    /// A free whose size does not round up to the size of the segment
+    /// allocated at `addr`.
     #[error(
         "vmem arena {arena}: free of {size:#x} bytes at {addr:#x}: the segment there is {allocated:#x} bytes"
     )]

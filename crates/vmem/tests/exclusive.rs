@@ -207,3 +207,119 @@ fn exclusive_calls_use_quantum_caches_of_either_mode() {
         a.check().unwrap();
     }
 }
+
+fn plain_arena(base: usize, size: usize, q: usize) -> Vmem {
+    Vmem::builder("t")
+        .span(base, size)
+        .quantum(q)
+        .build()
+        .unwrap()
+}
+
+/// A 70-quantum hole, on the list of 64..=71 quanta: instant fit for 70
+/// finds no list whose every member fits and must fall back to best fit.
+fn hole_of_70() -> (Vmem, usize) {
+    let a = plain_arena(0, 160 * 16, 16);
+    let x = a.alloc(70 * 16, Policy::BestFit).unwrap();
+    a.alloc(90 * 16, Policy::BestFit).unwrap();
+    a.free(x, 70 * 16).unwrap();
+    (a, x)
+}
+
+#[test]
+fn instant_fit_falls_back_to_best_fit_alike_with_and_without_the_lock() {
+    for exclusive in [false, true] {
+        let (mut a, x) = hole_of_70();
+        let before = a.stats();
+        let got = if exclusive {
+            a.alloc_mut(70 * 16, Policy::InstantFit)
+        } else {
+            a.alloc(70 * 16, Policy::InstantFit)
+        };
+        assert_eq!(got, Ok(x), "exclusive {exclusive}");
+        let s = a.stats();
+        assert_eq!(s.instant_fit - before.instant_fit, 1);
+        assert_eq!(s.best_fit - before.best_fit, 0);
+        assert_eq!(s.instant_fallbacks - before.instant_fallbacks, 1);
+        assert_eq!(s.constrained, 0);
+        a.check().unwrap();
+    }
+}
+
+#[test]
+fn a_plain_instant_fit_hit_counts_one_instant_fit_and_no_fallback() {
+    let mut a = plain_arena(0, 0x1000, 16);
+    let x = a.alloc(100, Policy::InstantFit).unwrap();
+    let y = a.alloc_mut(100, Policy::InstantFit).unwrap();
+    let s = a.stats();
+    assert_eq!((s.instant_fit, s.best_fit, s.next_fit), (2, 0, 0));
+    assert_eq!((s.instant_fallbacks, s.constrained), (0, 0));
+    a.free(x, 100).unwrap();
+    a.free_mut(y, 97).unwrap();
+    let s = a.stats();
+    assert_eq!((s.frees, s.bad_frees, s.allocated), (2, 0, 0));
+}
+
+/// A free names its segment exactly when its size rounds up to the
+/// segment's, checked against `round_size` for sizes around the segment's
+/// and at both ends of `usize`, by the locked and the exclusive free.
+#[test]
+fn a_free_matches_exactly_the_sizes_that_round_to_the_segment() {
+    for shift in [0u32, 1, 4, 12] {
+        let q = 1usize << shift;
+        for quanta in [1usize, 2, 3, 64, 70] {
+            let allocated = quanta * q;
+            let mut a = plain_arena(0, 1 << 20, q);
+            let x = a.alloc(allocated, Policy::InstantFit).unwrap();
+            let mut sizes = vec![0, 1, usize::MAX, usize::MAX - q + 1, usize::MAX - q];
+            for d in 0..=2 * q {
+                sizes.push(allocated.wrapping_sub(d));
+                sizes.push(allocated.wrapping_add(d));
+            }
+            for size in sizes {
+                let rounds = a.round_size(size).ok() == Some(allocated);
+                let bad = a.stats().bad_frees;
+                let r = if size % 2 == 0 {
+                    a.free(x, size)
+                } else {
+                    a.free_mut(x, size)
+                };
+                match r {
+                    Ok(()) => {
+                        assert!(rounds, "q {q} allocated {allocated}: size {size} freed");
+                        assert_eq!(a.alloc(allocated, Policy::InstantFit), Ok(x));
+                    }
+                    Err(VmemError::WrongSize {
+                        allocated: got,
+                        size: s,
+                        ..
+                    }) => {
+                        assert!(!rounds, "q {q} allocated {allocated}: size {size} refused");
+                        assert_eq!((got, s), (allocated, size));
+                        assert_eq!(a.stats().bad_frees, bad + 1);
+                    }
+                    Err(e) => panic!("unexpected {e}"),
+                }
+            }
+            a.check().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_free_of_a_segment_reaching_the_top_of_the_address_space() {
+    let q = 16;
+    let top = usize::MAX - q + 1;
+    let a = plain_arena(0, top, q);
+    let x = a.alloc(top, Policy::InstantFit).unwrap();
+    assert_eq!(x, 0);
+    for size in [usize::MAX, top + 1, 0, 1, top - q] {
+        assert!(
+            matches!(a.free(x, size), Err(VmemError::WrongSize { allocated, .. }) if allocated == top),
+            "{size:#x}"
+        );
+    }
+    a.free(x, top - q + 1).unwrap();
+    assert_eq!(a.stats().allocated, 0);
+    a.check().unwrap();
+}

@@ -11,7 +11,7 @@ use crate::tag::{Bits, CHUNK, Half, Kind, NIL, Tag, TagPool, advise_huge};
 impl<A: Allocator + Clone> TagPool<A> {
     /// Adds an eighth of the array's tags (at least a chunk) to the unused
     /// stack; the array may move. Fails, changing nothing the arena sees,
-    /// if the metadata allocator refuses.
+    /// if the metadata allocator refuses or every tag index is in use.
     #[cold]
     pub(super) fn grow(&mut self) -> Result<(), ()> {
         let base = self.len;
@@ -100,7 +100,7 @@ impl<A: Allocator + Clone> TagPool<A> {
         span.grow(len)?;
         let start = halves.as_mut_ptr();
         let off = (start as usize / size_of::<Half>()) & 1;
-        // SAFETY: `off + 2 * len < 2 * len + 1` halves: the tags from
+        // SAFETY: `off + 2 * len <= 2 * len + 1` halves: the tags from
         // `start + off` lie in the buffer, on a 32-byte boundary (`start`
         // is 16-aligned, and `off` skips a half if it is not 32-aligned).
         let base = unsafe { NonNull::new_unchecked(start.add(off).cast::<Tag>()) };
