@@ -272,7 +272,9 @@ fn a_free_matches_exactly_the_sizes_that_round_to_the_segment() {
             let mut a = plain_arena(0, 1 << 20, q);
             let x = a.alloc(allocated, Policy::InstantFit).unwrap();
             let mut sizes = vec![0, 1, usize::MAX, usize::MAX - q + 1, usize::MAX - q];
-            for d in 0..=2 * q {
+            // Every boundary of the rounding: a quantum either side, and
+            // one unit either side of those.
+            for d in [0, 1, q - 1, q, q + 1, 2 * q - 1, 2 * q] {
                 sizes.push(allocated.wrapping_sub(d));
                 sizes.push(allocated.wrapping_add(d));
             }
