@@ -4,11 +4,30 @@
 
 use core::ptr::NonNull;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use kmem::Cache;
 use kmem::debug::{self, Action, DebugFlags, ErrorClass, Op, Report};
 
 mod common;
+
+/// The tests share the process's page layer, so pages one test frees can
+/// become another test's next slab at once. The firewall test's planted
+/// double free must find its freed page still unused, or it reports a
+/// free to the wrong cache instead of a bad address (seen under qemu):
+/// it takes this lock for writing, every other test for reading.
+static PAGES: RwLock<()> = RwLock::new(());
+
+/// A guard shared with every test but the firewall's. A test that
+/// panicked poisons nothing the others rely on.
+fn sharing_pages() -> RwLockReadGuard<'static, ()> {
+    PAGES.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The guard of the one test that needs the page layer to itself.
+fn owning_pages() -> RwLockWriteGuard<'static, ()> {
+    PAGES.write().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Offset of the buftag of a `size`-byte buffer: its bytes rounded to a
 /// word, then the keg's free-list link word.
@@ -47,6 +66,7 @@ unsafe fn poke(p: NonNull<u8>, off: usize, v: u64) {
 
 #[test]
 fn modified_after_free_is_found_by_verify_and_on_reuse() {
+    let _pages = sharing_pages();
     let c = cache("dbg_modified", 64, DebugFlags::DEFAULT);
     let p = c.alloc().unwrap();
     // SAFETY: ours until the free.
@@ -92,6 +112,7 @@ fn modified_after_free_is_found_by_verify_and_on_reuse() {
 
 #[test]
 fn redzone_violation_names_offset_and_value() {
+    let _pages = sharing_pages();
     let c = cache("dbg_redzone", 100, DebugFlags::REDZONE);
     let p = c.alloc().unwrap();
     // SAFETY: the byte after the buffer: its redzone, the planted overrun.
@@ -112,6 +133,7 @@ fn redzone_violation_names_offset_and_value() {
 
 #[test]
 fn duplicate_free() {
+    let _pages = sharing_pages();
     let c = cache("dbg_dupfree", 48, DebugFlags::DEADBEEF);
     let p = c.alloc().unwrap();
     // SAFETY: allocated above; the second free is the planted bug.
@@ -126,6 +148,7 @@ fn duplicate_free() {
 
 #[test]
 fn bad_address() {
+    let _pages = sharing_pages();
     let c = cache("dbg_badaddr", 32, DebugFlags::DEFAULT);
     let mut local = [0u64; 4];
     let p = NonNull::from(&mut local).cast::<u8>();
@@ -138,6 +161,7 @@ fn bad_address() {
 
 #[test]
 fn bad_buftag() {
+    let _pages = sharing_pages();
     let c = cache("dbg_buftag", 64, DebugFlags::DEADBEEF);
     let p = c.alloc().unwrap();
     // SAFETY: allocated above.
@@ -162,6 +186,7 @@ fn bad_buftag() {
 
 #[test]
 fn bad_bufctl() {
+    let _pages = sharing_pages();
     let c = cache("dbg_bufctl", 64, DebugFlags::AUDIT);
     let p = c.alloc().unwrap();
     // SAFETY: the audit record's address field, after the 56-byte buftag.
@@ -174,6 +199,7 @@ fn bad_bufctl() {
 
 #[test]
 fn wrong_cache() {
+    let _pages = sharing_pages();
     let a = cache("dbg_owner_a", 64, DebugFlags::DEFAULT);
     let b = cache("dbg_owner_b", 64, DebugFlags::DEFAULT);
     let p = a.alloc().unwrap();
@@ -196,6 +222,7 @@ fn wrong_cache() {
 
 #[test]
 fn free_inside_a_buffer() {
+    let _pages = sharing_pages();
     let c = cache("dbg_badbase", 64, DebugFlags::DEFAULT);
     let p = c.alloc().unwrap();
     // SAFETY: an address inside a live buffer.
@@ -216,6 +243,7 @@ fn free_inside_a_buffer() {
 
 #[test]
 fn panic_is_the_default_action() {
+    let _pages = sharing_pages();
     let c = Cache::builder("dbg_panics", 64, 8)
         .debug(DebugFlags::DEADBEEF)
         .build()
@@ -234,6 +262,7 @@ fn panic_is_the_default_action() {
 
 #[test]
 fn logs_record_transactions_contents_failures_and_slabs() {
+    let _pages = sharing_pages();
     let c = Cache::builder("dbg_logs", 40, 8)
         .debug(DebugFlags::DEFAULT)
         .on_error(Action::Continue)
@@ -285,6 +314,7 @@ fn logs_record_transactions_contents_failures_and_slabs() {
 
 #[test]
 fn lite_checks_the_first_word_only() {
+    let _pages = sharing_pages();
     let c = cache("dbg_lite", 72, DebugFlags::LITE | DebugFlags::DEADBEEF);
     let p = c.alloc().unwrap();
     // SAFETY: ours until the free.
@@ -307,6 +337,7 @@ fn lite_checks_the_first_word_only() {
 
 #[test]
 fn constructed_objects_survive_debugging() {
+    let _pages = sharing_pages();
     let c = Cache::builder("dbg_ctor", 64, 8)
         .ctor(|p| {
             // SAFETY: the cache hands the constructor 64 bytes.
@@ -330,6 +361,7 @@ fn constructed_objects_survive_debugging() {
 
 #[test]
 fn firewall_buffers_end_at_a_page() {
+    let _pages = owning_pages();
     let c = cache("dbg_firewall", 1000, DebugFlags::FIREWALL);
     let p = c.alloc().unwrap();
     assert_eq!((p.as_ptr() as usize + 1000) % kmem_sys::page_size(), 0);
