@@ -8,7 +8,7 @@ use allocator_api2::alloc::Allocator;
 
 use crate::error::{ArenaName, VmemError};
 use crate::fit::{Policy, Request};
-use crate::freelist::{FreeLists, instant_list, list_of};
+use crate::freelist::{FreeLists, list_of};
 use crate::hash::{BusyHash, Link};
 use crate::search::Fit;
 use crate::stats::Counters;
@@ -169,10 +169,9 @@ impl<A: Allocator + Clone> Arena<A> {
             Policy::BestFit => self.best_fit(req),
             Policy::NextFit => self.next_fit(req),
         };
-        let Fit { tag, at, list } = found?;
-        let bucket = self.hash.bucket(at);
-        self.hash.prefetch(bucket);
-        let busy = self.clip(tag, list, at, req.size, bucket);
+        let fit = found?;
+        let at = fit.at;
+        let busy = self.carve(fit, req.size);
         if policy == Policy::NextFit {
             // Past the top of the address space the search starts over.
             self.cursor = at.wrapping_add(req.size);
@@ -207,14 +206,11 @@ impl<A: Allocator + Clone> Arena<A> {
         if self.tags.n_unused() < TAGS_PER_OP {
             return None;
         }
-        let Some(list) = self.free.first_nonempty(instant_list(self.quanta(size))) else {
+        let Some(fit) = self.instant_head(size) else {
             return self.try_place_unconstrained(size, policy);
         };
-        let tag = self.free.head(list);
-        let at = self.tags.get(tag).start;
-        let bucket = self.hash.bucket(at);
-        self.hash.prefetch(bucket);
-        self.clip(tag, list, at, size, bucket);
+        let at = fit.at;
+        self.carve(fit, size);
         self.counters.instant_fit += 1;
         Some(at)
     }
@@ -236,6 +232,17 @@ impl<A: Allocator + Clone> Arena<A> {
         let x = self.alloc(req, policy)?;
         self.count_alloc(req, policy);
         Some(x)
+    }
+
+    /// Marks `size` bytes at `fit` busy, carving them out of its free
+    /// segment; returns the busy tag. The hash bucket is worked out and
+    /// prefetched first, so the insert at the end does not wait for it.
+    #[inline(always)]
+    fn carve(&mut self, fit: Fit, size: usize) -> u32 {
+        let Fit { tag, at, list } = fit;
+        let bucket = self.hash.bucket(at);
+        self.hash.prefetch(bucket);
+        self.clip(tag, list, at, size, bucket)
     }
 
     /// Carves `[x, x + size)` out of free tag `t`, filed on `list` (the

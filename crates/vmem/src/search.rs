@@ -33,23 +33,39 @@ impl<A: Allocator + Clone> Arena<A> {
     /// constraints, the first such head that satisfies them; then best fit.
     #[inline]
     pub(crate) fn instant_fit(&mut self, req: &Request) -> Option<Fit> {
-        let mut from = instant_list(self.quanta(req.size));
-        while let Some(list) = self.free.first_nonempty(from) {
-            let head = self.free.head(list);
-            let tag = self.tags.get(head);
-            // Every member of this list holds the size, so a plain request
-            // takes the head's start without the constraint arithmetic.
-            if req.plain {
-                debug_assert_eq!(req.place(tag.start, tag.end()), Some(tag.start));
-                return Some(Fit::new(head, tag.start, list));
+        if req.plain {
+            if let Some(fit) = self.instant_head(req.size) {
+                return Some(fit);
             }
-            if let Some(x) = req.place(tag.start, tag.end()) {
-                return Some(Fit::new(head, x, list));
+        } else {
+            let mut from = instant_list(self.quanta(req.size));
+            while let Some(list) = self.free.first_nonempty(from) {
+                let head = self.free.head(list);
+                let tag = self.tags.get(head);
+                if let Some(x) = req.place(tag.start, tag.end()) {
+                    return Some(Fit::new(head, x, list));
+                }
+                from = list + 1;
             }
-            from = list + 1;
         }
         self.counters.instant_fallbacks += 1;
         self.best_fit(req)
+    }
+
+    /// Instant fit for an unconstrained request of `size` (rounded) bytes:
+    /// the head of the first non-empty list whose members all hold it, at
+    /// its start, without the constraint arithmetic; `None` if no list
+    /// has one.
+    #[inline(always)]
+    pub(crate) fn instant_head(&self, size: usize) -> Option<Fit> {
+        let list = self.free.first_nonempty(instant_list(self.quanta(size)))?;
+        let head = self.free.head(list);
+        let tag = self.tags.get(head);
+        debug_assert!(
+            tag.size >= size,
+            "vmem: list {list} holds a segment too small"
+        );
+        Some(Fit::new(head, tag.start, list))
     }
 
     /// The first fitting member of the smallest list that can hold the size,
