@@ -272,9 +272,7 @@ where
             };
             from = next;
         }
-        if self.wake(g) {
-            MutexGuard::unlocked(g, || self.wake_source());
-        }
+        self.wake_relocking(g);
     }
 
     /// The loop of [`place_slow_from`](Self::place_slow_from), with the
@@ -390,9 +388,7 @@ where
             return Err(e);
         }
         g.counters.imports += 1;
-        if self.wake(g) {
-            MutexGuard::unlocked(g, || self.wake_source());
-        }
+        self.wake_relocking(g);
         Ok(())
     }
 
@@ -447,10 +443,7 @@ where
         let mut g = self.arena.lock();
         g.reserve()?;
         g.add_span(base, size, Kind::StaticSpan)?;
-        if self.wake(&g) {
-            drop(g);
-            self.wake_source();
-        }
+        self.wake_unlocking(g);
         Ok(())
     }
 

@@ -242,10 +242,7 @@ impl<A: Allocator + Clone + Send + Sync, S: Source> Core<A, S> {
                 Err(e) => panic!("{e} (freed twice through a quantum cache)"),
             }
         }
-        if self.wake(&g) {
-            drop(g);
-            self.wake_source();
-        }
+        self.wake_unlocking(g);
     }
 
     /// Whether `[addr, addr + size)` is exactly a busy segment; the debug

@@ -263,6 +263,24 @@ where
         self.waiters().load(Ordering::Relaxed) != 0 && self.wake_all()
     }
 
+    /// [`wake`](Self::wake) for a caller that keeps the lock: it is dropped
+    /// only around [`wake_source`](Self::wake_source), if that is needed.
+    pub(crate) fn wake_relocking(&self, g: &mut MutexGuard<'_, Arena<A>>) {
+        if self.wake(g) {
+            MutexGuard::unlocked(g, || self.wake_source());
+        }
+    }
+
+    /// [`wake`](Self::wake) for a caller done with the lock: it is dropped
+    /// before [`wake_source`](Self::wake_source), if that is needed.
+    pub(crate) fn wake_unlocking(&self, g: MutexGuard<'_, Arena<A>>) {
+        let in_source = self.wake(&g);
+        drop(g);
+        if in_source {
+            self.wake_source();
+        }
+    }
+
     #[cold]
     fn wake_all(&self) -> bool {
         self.wakeups.fetch_add(1, Ordering::Relaxed);
@@ -285,12 +303,7 @@ where
     /// source.
     #[cold]
     pub(crate) fn wake_now(&self) {
-        let g = self.arena.lock();
-        let in_source = self.wake(&g);
-        drop(g);
-        if in_source {
-            self.wake_source();
-        }
+        self.wake_unlocking(self.arena.lock());
     }
 
     /// Tells waiters, if any, that a segment went into a quantum cache. The
